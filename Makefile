@@ -1,0 +1,63 @@
+# SPoT reproduction. A new user needs two commands: `make reproduce` and `make test`.
+PROFILE ?= tiny
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+KERNEL  := spot-repro
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+# Jupyter, IPython and matplotlib keep their state in the repo, never in $HOME.
+export JUPYTER_CONFIG_DIR  := $(CURDIR)/.jupyter/config
+export JUPYTER_DATA_DIR    := $(CURDIR)/.jupyter/data
+export JUPYTER_RUNTIME_DIR := $(CURDIR)/.jupyter/runtime
+export IPYTHONDIR          := $(CURDIR)/.ipython
+export MPLCONFIGDIR        := $(CURDIR)/.mplconfig
+export JUPYTER_PLATFORM_DIRS := 1
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+export TOKENIZERS_PARALLELISM := false
+export HF_HUB_OFFLINE := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: setup reproduce test unit nbval bench figures clean distclean
+
+setup: $(VENV)/.setup-done
+
+# torch is pinned and installed first: on this kind of machine 2.13.0 is a local CPU wheel, and an
+# unpinned torch (pulled in by a dependency) would download a multi-GB CUDA build.
+$(VENV)/.setup-done: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (SPoT repro)" >/dev/null
+	touch $@
+
+# Tiny: executed in place (the committed notebooks carry the tiny outputs).
+# Any other profile: executed copies go to runs/<profile>/notebooks/, committed ones stay untouched.
+reproduce: setup
+	@mkdir -p runs/$(PROFILE)/notebooks
+	@set -e; for nb in $(NOTEBOOKS); do \
+	  if [ "$(PROFILE)" = "tiny" ]; then out=$$nb; else out=runs/$(PROFILE)/notebooks/$$(basename $$nb); fi; \
+	  echo "== $$nb -> $$out (profile $(PROFILE))"; \
+	  $(BIN)/papermill $$nb $$out -k $(KERNEL) --cwd notebooks -p profile $(PROFILE) --no-progress-bar; \
+	done
+
+test: setup unit nbval
+
+unit: setup
+	$(BIN)/python -m pytest tests -q
+
+nbval: setup
+	$(BIN)/python -m pytest -q --nbval-lax --nbval-kernel-name $(KERNEL) notebooks/
+
+bench: setup
+	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+figures: reproduce
+
+clean:
+	rm -rf runs .pytest_cache .ipython .jupyter .mplconfig
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

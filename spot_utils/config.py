@@ -1,0 +1,318 @@
+"""Profiles: one YAML file per profile in configs/, loaded into typed dataclasses.
+
+A profile fixes everything a run depends on (model, miniature world, pretraining, generation,
+evaluation). Unknown keys and bad values fail loudly with the file, the line, the key and what is
+allowed, because a silently ignored typo in a config is a silently different experiment.
+
+    >>> cfg = load_profile("tiny")
+    >>> cfg.pretrain.steps
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+# Short names users type; each maps to a file in configs/.
+PROFILE_ALIASES = {"paper": "paper_qwen3_8b"}
+
+
+class ConfigError(ValueError):
+    """A profile file has an unknown key or a bad value."""
+
+
+@dataclass
+class ModelConfig:
+    source: str = "scratch"          # scratch: build the tiny Qwen3 here; pretrained: load name_or_path
+    name_or_path: str = ""           # hub id or local dir (pretrained only)
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 384
+    max_position_embeddings: int = 512
+    dtype: str = "float32"
+    enable_thinking: bool = False    # Qwen3: False = non-thinking mode (an empty think block)
+
+    _choices = {"source": ("scratch", "pretrained"), "dtype": ("float32", "bfloat16", "float16")}
+    _positive = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
+                 "max_position_embeddings")
+
+
+@dataclass
+class WorldConfig:
+    """The miniature world (tiny profile): which tasks exist and how hard they are."""
+    arith_train_steps: list[int] = field(default_factory=lambda: [2, 3, 4])
+    arith_test_steps: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
+    arith_max_value: int = 299       # every intermediate value stays in [0, arith_max_value]
+    arith_max_operand: int = 49      # largest operand of + and - (* takes a single digit)
+    skills: list[str] = field(default_factory=lambda: ["reverse", "upper", "shift", "double"])
+    skill_word_len: list[int] = field(default_factory=lambda: [3, 8])
+    test_size_per_tier: int = 100    # held-out questions per arithmetic tier / skill
+    connect4_test_size: int = 200
+    connect4_max_no_win_fraction: float = 0.2
+
+    _positive = ("arith_max_value", "arith_max_operand", "test_size_per_tier", "connect4_test_size")
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = 1200
+    batch_size: int = 64
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    mix: dict[str, float] = field(default_factory=lambda: {"arithmetic": 0.5, "skills": 0.25, "connect4": 0.25})
+    log_every: int = 25
+    probe_every: int = 100           # greedy accuracy on a small validation probe (0 = off)
+    probe_size: int = 24             # per tier / skill
+    threads: int = 2
+
+    _positive = ("steps", "batch_size", "lr", "log_every", "threads")
+
+
+@dataclass
+class GenerationConfig:
+    backend: str = "hf"
+    temperature: float = 0.7         # paper App. C, for data and evaluation
+    top_p: float = 0.8
+    max_new_tokens: int = 96
+    batch_size: int = 128
+    tensor_parallel_size: int = 1    # vllm only
+
+    _choices = {"backend": ("hf", "vllm")}
+    _positive = ("max_new_tokens", "batch_size", "tensor_parallel_size")
+
+
+@dataclass
+class EvalConfig:
+    n_samples: int = 1               # avg@n
+    _positive = ("n_samples",)
+
+
+@dataclass
+class OracleConfig:
+    """Any OpenAI-compatible chat-completions endpoint; an empty base_url starts the local symbolic
+    Oracle server (tiny). The key is read from the environment variable named here, never stored."""
+    base_url: str = ""
+    model: str = "symbolic-oracle"
+    api_key_env: str = "SPOT_ORACLE_API_KEY"
+    max_concurrency: int = 8
+    max_retries: int = 5
+    stream: bool = True
+    timeout_s: float = 600.0
+
+    _positive = ("max_concurrency", "timeout_s")
+
+
+@dataclass
+class RectificationConfig:
+    """Section 2 of the paper: elicit the policy's errors and let the Oracle rectify them."""
+    dataset: str = ""                # paper: hub id of the question set (empty: the miniature world)
+    dataset_config: str = ""
+    questions: int = 4000            # fresh in-domain questions sampled for elicitation
+    samples_per_question: int = 1
+    with_ground_truth: bool = True   # which App. F prompt: with or without the reference answer
+    gamma: float = 0.6               # keep pairs with LCS change ratio <= gamma (Eq. 1)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+
+    _positive = ("questions", "samples_per_question")
+
+
+@dataclass
+class Profile:
+    name: str
+    seed: int = 0
+    run_dir: str = ""                # default runs/<name>
+    model: ModelConfig = field(default_factory=ModelConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    rectification: RectificationConfig = field(default_factory=RectificationConfig)
+    source_file: str = ""            # set by the loader, not read from YAML
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.model.source == "scratch"
+
+    @property
+    def runs(self) -> Path:
+        """Where this profile's artifacts live (git-ignored)."""
+        path = Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+        return path if path.is_absolute() else REPO_ROOT / path
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """A short stable hash of some sections, used to decide whether a cached artifact is stale."""
+        data = {s: getattr(self, s) for s in sections}
+        text = json.dumps(data, default=lambda o: dataclasses.asdict(o), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_NOT_FROM_YAML = {"source_file"}
+
+
+def profile_path(name_or_path: str | Path) -> Path:
+    """Resolve 'tiny', 'paper', 'paper_llama31_8b' or a path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.exists():
+            raise FileNotFoundError(f"profile file not found: {p}")
+        return p
+    name = PROFILE_ALIASES.get(str(name_or_path), str(name_or_path))
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml")) + sorted(PROFILE_ALIASES)
+        raise ConfigError(f"unknown profile {name_or_path!r}; known profiles: {', '.join(known)}")
+    return path
+
+
+def load_profile(name_or_path: str | Path = "tiny", **overrides: Any) -> Profile:
+    """Load and validate a profile. `overrides` use dotted keys: load_profile("tiny", **{"pretrain.steps": 10})."""
+    path = profile_path(name_or_path)
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    lines = _key_lines(text)
+    for dotted, value in overrides.items():
+        _set_dotted(data, dotted.split("."), value)
+    profile = _build(Profile, data, path, lines, prefix="")
+    profile.source_file = str(path)
+    return profile
+
+
+def _build(cls, data: dict, path: Path, lines: dict, prefix: str):
+    allowed = [f.name for f in dataclasses.fields(cls) if f.name not in _NOT_FROM_YAML]
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        where = _where(path, lines, prefix + str(key))
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key '{prefix}{key}'; allowed keys here: {', '.join(allowed)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: '{prefix}{key}' must be a mapping (section), got {value!r}")
+            kwargs[key] = _build(hint, value, path, lines, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _check_type(value, hint, where, prefix + key)
+    if cls is Profile and "name" not in kwargs:
+        raise ConfigError(f"{path}: missing required key 'name'")
+    obj = cls(**kwargs)
+    _check_values(obj, path, lines, prefix)
+    return obj
+
+
+def _check_type(value: Any, hint: Any, where: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    ok: bool
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is str:
+        ok = isinstance(value, str)
+    elif origin is list:
+        (item,) = typing.get_args(hint)
+        ok = isinstance(value, list)
+        if ok:
+            value = [_check_type(v, item, where, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif origin is dict:
+        _, item = typing.get_args(hint)
+        ok = isinstance(value, dict)
+        if ok:
+            value = {k: _check_type(v, item, where, f"{key}.{k}") for k, v in value.items()}
+    else:  # pragma: no cover - a new field type needs a branch here
+        raise TypeError(f"unsupported config type {hint} for {key}")
+    if not ok:
+        name = getattr(hint, "__name__", str(hint))
+        raise ConfigError(f"{where}: '{key}' must be of type {name}, got {value!r}")
+    return value
+
+
+def _check_values(obj, path: Path, lines: dict, prefix: str) -> None:
+    for key, choices in getattr(obj, "_choices", {}).items():
+        value = getattr(obj, key)
+        if value not in choices:
+            raise ConfigError(f"{_where(path, lines, prefix + key)}: '{prefix}{key}' is {value!r}; "
+                              f"allowed: {', '.join(map(str, choices))}")
+    for key in getattr(obj, "_positive", ()):
+        value = getattr(obj, key)
+        if value <= 0:
+            raise ConfigError(f"{_where(path, lines, prefix + key)}: '{prefix}{key}' must be > 0, got {value!r}")
+    if isinstance(obj, GenerationConfig):
+        if not 0.0 <= obj.temperature <= 2.0:
+            raise ConfigError(f"{_where(path, lines, prefix + 'temperature')}: temperature must be in [0, 2]")
+        if not 0.0 < obj.top_p <= 1.0:
+            raise ConfigError(f"{_where(path, lines, prefix + 'top_p')}: top_p must be in (0, 1]")
+    if isinstance(obj, WorldConfig):
+        from .skills import SKILLS  # local import: config must not pull in the world at import time
+
+        for skill in obj.skills:
+            if skill not in SKILLS:
+                raise ConfigError(f"{_where(path, lines, prefix + 'skills')}: unknown skill {skill!r}; "
+                                  f"allowed: {', '.join(SKILLS)}")
+        lo, hi = (obj.skill_word_len + [0, 0])[:2]
+        if len(obj.skill_word_len) != 2 or not 1 <= lo <= hi:
+            raise ConfigError(f"{_where(path, lines, prefix + 'skill_word_len')}: must be [min, max] with 1 <= min <= max")
+        if min(obj.arith_train_steps + obj.arith_test_steps) < 1:
+            raise ConfigError(f"{_where(path, lines, prefix + 'arith_train_steps')}: step counts must be >= 1")
+        if not 0.0 <= obj.connect4_max_no_win_fraction <= 1.0:
+            raise ConfigError(f"{_where(path, lines, prefix + 'connect4_max_no_win_fraction')}: must be in [0, 1]")
+    if isinstance(obj, RectificationConfig) and not 0.0 <= obj.gamma <= 1.0:
+        raise ConfigError(f"{_where(path, lines, prefix + 'gamma')}: gamma must be in [0, 1], got {obj.gamma!r}")
+    if isinstance(obj, PretrainConfig):
+        bad = set(obj.mix) - {"arithmetic", "skills", "connect4"}
+        if bad or not obj.mix or min(obj.mix.values()) < 0 or sum(obj.mix.values()) <= 0:
+            raise ConfigError(f"{_where(path, lines, prefix + 'mix')}: mix needs non-negative weights for "
+                              f"arithmetic, skills, connect4 (got {obj.mix})")
+
+
+def _where(path: Path, lines: dict, dotted: str) -> str:
+    line = lines.get(dotted)
+    return f"{path}, line {line}" if line else f"{path}"
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Map each dotted key of a YAML mapping to its 1-based line number (for error messages)."""
+    out: dict[str, int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return out
+
+    def walk(node, prefix):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = f"{prefix}{k.value}"
+                out[key] = k.start_mark.line + 1
+                walk(v, key + ".")
+
+    walk(root, "")
+    return out
+
+
+def _set_dotted(data: dict, keys: list[str], value: Any) -> None:
+    for k in keys[:-1]:
+        data = data.setdefault(k, {})
+    data[keys[-1]] = value

@@ -1,0 +1,173 @@
+"""The data pipeline of Section 2: elicit the policy's errors, rectify them with the Oracle, measure
+each edit with the LCS change ratio, and write the data sets every training method consumes.
+
+Files, all under runs/<profile>/data/:
+  errors.jsonl, correct.jsonl          the policy's own wrong / right answers (correct.jsonl feeds RFT)
+  oracle_rectified.jsonl (+failures)    raw Oracle replies to the App. F prompt (resumable)
+  oracle_direct.jsonl (+failures)       the Oracle's own solutions (the SFT baseline's off-policy data)
+  pairs_all.jsonl                       every verified rectified pair (gamma = 1.0)
+  pairs_gamma{g}.jsonl                  pairs with change ratio <= gamma (SPoT's data)
+  sft_direct.jsonl                      question + the Oracle's direct answer
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import arithmetic, world
+from .config import Profile
+from .data import read_jsonl, write_jsonl, write_pairs
+from .generation import generate
+from .math_grader import grade_math
+from .oracle import OpenAIOracle, SymbolicOracle, direct_solve_messages, rectification_messages
+from .oracle import DEFAULT_ANSWER_FORMAT
+from .oracle_server import start_server
+from .pretrain import prompt_text
+from .rectify import change_ratio, common_prefix_length
+
+
+def data_dir(profile: Profile) -> Path:
+    path = profile.runs / "data"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def answer_format(profile: Profile) -> str:
+    """The final-answer line the Oracle must end with: the miniature world's or the paper's."""
+    return arithmetic.ANSWER_FORMAT if profile.is_tiny else DEFAULT_ANSWER_FORMAT
+
+
+def grade_answer(profile: Profile, response: str, ground_truth) -> bool:
+    if profile.is_tiny:
+        return arithmetic.grade_arithmetic(response, ground_truth)
+    return grade_math(response, str(ground_truth))
+
+
+def elicitation_questions(profile: Profile) -> list[dict]:
+    """Fresh in-domain questions: the miniature world's training tiers (never a test question), or the
+    paper's DAPO-Math-17k English subset through `datasets` (a clear error when offline)."""
+    r = profile.rectification
+    if profile.is_tiny:
+        exclude = {ex.question for ex in world.test_sets(profile.world, profile.seed)}
+        return [{"id": ex.id, "question": ex.question, "ground_truth": ex.ground_truth, "tier": ex.tier}
+                for ex in world.elicitation_set(profile.world, r.questions, profile.seed, exclude)]
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset(r.dataset, r.dataset_config or None, split="train")
+    except Exception as e:
+        raise RuntimeError(f"could not load {r.dataset} ({r.dataset_config}) through `datasets`: {e}. "
+                           "The paper profile needs the Hugging Face hub (or a local cache of it).") from e
+    ds = ds.shuffle(seed=profile.seed).select(range(min(r.questions, len(ds))))
+    return [{"id": f"dapo{i:05d}", "question": row["prompt"], "ground_truth": row["solution"], "tier": "dapo"}
+            for i, row in enumerate(ds)]
+
+
+def elicit(profile: Profile, model, tokenizer, questions: list[dict], progress: bool = True) -> dict:
+    """Sample the policy on every question, grade each answer, write errors.jsonl and correct.jsonl."""
+    g, r = profile.generation, profile.rectification
+    prompts = [q["question"] for q in questions]
+    outs = generate(model if profile.is_tiny else profile.model.name_or_path, prompts, backend=g.backend,
+                    n=r.samples_per_question, temperature=g.temperature, top_p=g.top_p,
+                    max_new_tokens=g.max_new_tokens, seed=profile.seed, batch_size=g.batch_size,
+                    tokenizer=tokenizer, enable_thinking=profile.model.enable_thinking,
+                    tensor_parallel_size=g.tensor_parallel_size, progress=progress, desc="elicit")
+    errors, correct = [], []
+    for q, samples in zip(questions, outs):
+        for k, text in enumerate(samples):
+            rec = {"id": f"{q['id']}-s{k}", "question": q["question"], "response": text,
+                   "ground_truth": q["ground_truth"], "tier": q["tier"],
+                   "prompt": prompt_text(tokenizer, q["question"], enable_thinking=profile.model.enable_thinking)}
+            (correct if grade_answer(profile, text, q["ground_truth"]) else errors).append(rec)
+    out = data_dir(profile)
+    write_jsonl(out / "errors.jsonl", errors)
+    write_jsonl(out / "correct.jsonl", correct)
+    return {"samples": len(errors) + len(correct), "errors": len(errors), "correct": len(correct),
+            "accuracy": len(correct) / max(1, len(errors) + len(correct))}
+
+
+@contextmanager
+def oracle_endpoint(profile: Profile, faults: dict | None = None):
+    """An OpenAIOracle for the profile. With an empty base_url (tiny) a local OpenAI-compatible server
+    that serves the SymbolicOracle is started on a free loopback port, with a fresh random API key,
+    and stopped afterwards: the very client code that calls Gemini in the paper profile runs here.
+    `faults` (local server only) injects rate-limit / server errors so the retry path is exercised."""
+    o = profile.rectification.oracle
+    server = None
+    if not o.base_url:
+        os.environ[o.api_key_env] = secrets.token_urlsafe(16)
+        server = start_server(SymbolicOracle(), model_name=o.model, api_key=os.environ[o.api_key_env],
+                              faults=faults)
+    client = OpenAIOracle(server.base_url if server else o.base_url, o.model, api_key_env=o.api_key_env,
+                          max_concurrency=o.max_concurrency, max_retries=o.max_retries, stream=o.stream,
+                          timeout=o.timeout_s)
+    try:
+        yield client, server
+    finally:
+        client.close()
+        if server:
+            server.stop()
+
+
+def rectification_requests(profile: Profile, errors: list[dict]) -> list[dict]:
+    gt = profile.rectification.with_ground_truth
+    return [{"id": e["id"], "messages": rectification_messages(e["question"], e["response"],
+                                                               e["ground_truth"] if gt else None,
+                                                               answer_format=answer_format(profile)),
+             "question": e["question"], "rejected": e["response"], "ground_truth": e["ground_truth"],
+             "prompt": e["prompt"], "tier": e["tier"]} for e in errors]
+
+
+def direct_requests(profile: Profile, errors: list[dict]) -> list[dict]:
+    """One direct-solve request per question that has an error (the SFT baseline's questions)."""
+    seen, out = set(), []
+    for e in errors:
+        if e["question"] not in seen:
+            seen.add(e["question"])
+            out.append({"id": e["id"], "messages": direct_solve_messages(e["question"], answer_format(profile)),
+                        "question": e["question"], "ground_truth": e["ground_truth"], "prompt": e["prompt"],
+                        "tier": e["tier"]})
+    return out
+
+
+def build_pairs(profile: Profile, tokenizer, records: list[dict]) -> tuple[list[dict], Counter]:
+    """Turn Oracle replies into pair records (DESIGN section 5). A correction whose final answer is
+    not verified correct, or that equals y-, is skipped and counted by reason, never silently dropped."""
+    pairs, skipped = [], Counter()
+    for rec in records:
+        chosen, rejected = rec["response"].strip(), rec["rejected"].strip()
+        if not grade_answer(profile, chosen, rec["ground_truth"]):
+            skipped["correction not verified correct"] += 1
+            continue
+        if chosen == rejected:
+            skipped["correction identical to y-"] += 1
+            continue
+        yneg = tokenizer.encode(rejected, add_special_tokens=False)
+        ypos = tokenizer.encode(chosen, add_special_tokens=False)
+        pairs.append({"id": rec["id"], "prompt": rec["prompt"], "question": rec["question"], "rejected": rejected,
+                      "chosen": chosen, "ground_truth": rec["ground_truth"], "change_ratio": change_ratio(yneg, ypos),
+                      "source": "oracle_rectified", "tier": rec.get("tier", ""),
+                      "common_prefix_tokens": common_prefix_length(yneg, ypos),
+                      "rejected_tokens": len(yneg), "chosen_tokens": len(ypos)})
+    return pairs, skipped
+
+
+def write_datasets(profile: Profile, pairs: list[dict], direct: list[dict], gamma: float) -> dict[str, int]:
+    """Write the data sets of Tables 1-3: pairs at gamma 1.0 and at `gamma`, and the direct answers."""
+    from .rectify import filter_pairs
+
+    out = data_dir(profile)
+    kept, _ = filter_pairs(pairs, gamma)
+    sft = []
+    for rec in direct:
+        if grade_answer(profile, rec["response"], rec["ground_truth"]):
+            sft.append({"id": rec["id"], "prompt": rec["prompt"], "question": rec["question"],
+                        "response": rec["response"].strip(), "ground_truth": rec["ground_truth"],
+                        "source": "oracle_direct", "tier": rec.get("tier", "")})
+    return {"pairs_all.jsonl": write_pairs(out / "pairs_all.jsonl", pairs),
+            f"pairs_gamma{gamma:g}.jsonl": write_pairs(out / f"pairs_gamma{gamma:g}.jsonl", kept),
+            "sft_direct.jsonl": write_jsonl(out / "sft_direct.jsonl", sft),
+            "correct.jsonl": len(read_jsonl(out / "correct.jsonl"))}

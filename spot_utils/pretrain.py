@@ -1,0 +1,180 @@
+"""Base pretraining of the tiny model on the miniature world (the stand-in for Qwen3-8B's pretraining).
+
+A plain PyTorch loop in the spirit of nanoGPT: AdamW, linear warmup then cosine decay, loss on the
+response tokens only. Each batch mixes the task families by the mix weights and is run as one
+micro-batch per family, which keeps padding low because the families differ in length. The result is cached under
+runs/<profile>/base/ together with the hash of the config that made it; a matching hash reuses it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import world
+from .config import Profile
+from .modeling import build_char_tokenizer, build_tiny_model, count_parameters, load_model, save_model
+
+IGNORE = -100
+BASE_META = "spot_base.json"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prompt_text(tokenizer, question: str, system: str | None = None, enable_thinking: bool = False) -> str:
+    """The chat-formatted prompt ending where the assistant starts writing (same call for every model)."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                         enable_thinking=enable_thinking)
+
+
+def encode_pair(tokenizer, question: str, answer: str) -> tuple[list[int], list[int]]:
+    """input_ids of prompt + answer + end-of-turn, and labels that mask the prompt with IGNORE."""
+    prompt = tokenizer.encode(prompt_text(tokenizer, question), add_special_tokens=False)
+    response = tokenizer.encode(answer, add_special_tokens=False) + [tokenizer.eos_token_id]
+    return prompt + response, [IGNORE] * len(prompt) + response
+
+
+def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch for teacher-forced training."""
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (x, y) in enumerate(rows):
+        ids[i, : len(x)] = torch.tensor(x)
+        labels[i, : len(y)] = torch.tensor(y)
+        mask[i, : len(x)] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def lr_at(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Multiplier of the peak learning rate: linear warmup, then cosine decay to min_ratio."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def base_dir(profile: Profile) -> Path:
+    return profile.runs / "base"
+
+
+def base_config_hash(profile: Profile) -> str:
+    return profile.section_hash("seed", "model", "world", "pretrain")
+
+
+def task_micro_batches(examples, tokenizer) -> list[tuple[str, dict, int]]:
+    """Split one mixed batch into one micro-batch per task family (their lengths differ by 4x, so
+    padding them together would waste most of the compute). Returns (task, batch, response tokens).
+    No attention mask: with right padding, causal attention never lets a real token see a pad."""
+    groups: dict[str, list] = {}
+    for ex in examples:
+        groups.setdefault(ex.task, []).append(encode_pair(tokenizer, ex.question, ex.answer))
+    out = []
+    for task, rows in groups.items():
+        batch = collate(rows, tokenizer.pad_token_id)
+        batch.pop("attention_mask")
+        out.append((task, batch, int((batch["labels"] != IGNORE).sum())))
+    return out
+
+
+def probe_accuracy(model, tokenizer, probe) -> dict[str, float]:
+    """Greedy accuracy per task family on the validation probe (for the pretraining curves)."""
+    from .generation import generate
+
+    outs = generate(model, [ex.question for ex in probe], temperature=0, max_new_tokens=96, batch_size=256,
+                    tokenizer=tokenizer, progress=False)
+    acc: dict[str, list[bool]] = {}
+    for ex, (text,) in zip(probe, outs):
+        acc.setdefault(ex.task, []).append(world.grade(ex.task, text, ex.ground_truth)["correct"])
+    return {f"probe/{task}": float(np.mean(v)) for task, v in acc.items()}
+
+
+def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) -> dict:
+    """Train the tiny base model (or reuse the cached one) and return its metadata, which holds the
+    loss and probe-accuracy curves. Model and tokenizer are saved with save_pretrained under
+    runs/<profile>/base/."""
+    if not profile.is_tiny:
+        raise ValueError(f"profile {profile.name!r} loads a pretrained model ({profile.model.name_or_path}); "
+                         "only the tiny profile pretrains its base")
+    out = base_dir(profile)
+    meta_path = out / BASE_META
+    want = base_config_hash(profile)
+    if not force and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("config_hash") == want:
+            meta["reused"] = True
+            return meta
+
+    cfg, wcfg = profile.pretrain, profile.world
+    torch.set_num_threads(cfg.threads)
+    seed_everything(profile.seed)
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(profile.model, tokenizer, seed=profile.seed)
+    model.train()
+
+    exclude = {ex.question for ex in world.test_sets(wcfg, profile.seed)}
+    probe = world.probe_sets(wcfg, profile.seed, cfg.probe_size, exclude) if cfg.probe_every else []
+    stream = world.pretrain_stream(wcfg, cfg.mix, profile.seed, exclude | {ex.question for ex in probe})
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+
+    history: list[dict] = []
+    running: dict[str, list[float]] = {}
+    t0 = time.time()
+    bar = tqdm(range(cfg.steps), desc="pretrain base", disable=not progress)
+    for step in bar:
+        micro = task_micro_batches([next(stream) for _ in range(cfg.batch_size)], tokenizer)
+        total = sum(n for _, _, n in micro)
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_at(step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
+        opt.zero_grad(set_to_none=True)
+        for task, batch, n in micro:
+            loss = model(**batch).loss  # mean over this family's response tokens
+            (loss * n / total).backward()  # so the step's gradient is the token mean over the whole batch
+            running.setdefault(task, []).append(loss.item())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        last = step + 1 == cfg.steps
+        if (step + 1) % cfg.log_every == 0 or last:
+            row = {"step": step + 1, "lr": opt.param_groups[0]["lr"], "elapsed_s": round(time.time() - t0, 1)}
+            row.update({f"loss/{task}": float(np.mean(v)) for task, v in running.items()})
+            if probe and ((step + 1) % cfg.probe_every == 0 or last):
+                model.eval()
+                row.update(probe_accuracy(model, tokenizer, probe))
+                model.train()
+            history.append(row)
+            running = {}
+            bar.set_postfix({k.split("/")[-1]: f"{v:.2f}" for k, v in row.items() if k.startswith("loss/")})
+
+    model.eval()
+    save_model(model, tokenizer, out)
+    meta = {"config_hash": want, "profile": profile.name, "seed": profile.seed, "parameters": count_parameters(model),
+            "train_seconds": round(time.time() - t0, 1), "steps": cfg.steps, "history": history, "reused": False}
+    meta_path.write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def load_base(profile: Profile):
+    """(model, tokenizer) of the profile's base model: the tiny one from runs/, or the hub model."""
+    if profile.is_tiny:
+        path = base_dir(profile)
+        if not (path / BASE_META).exists():
+            raise FileNotFoundError(f"no tiny base model at {path}: run notebooks/00_setup_and_base_model.ipynb "
+                                    "(or spot_utils.pretrain.pretrain_base) first")
+        return load_model(path)
+    return load_model(profile.model.name_or_path, dtype=profile.model.dtype,
+                      device="cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,22 @@
+import os
+
+import pytest
+import torch
+
+# Tests are small: one thread each keeps them quick and deterministic on a 2-core machine.
+torch.set_num_threads(1)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture
+def tiny_profile(tmp_path):
+    """The tiny profile shrunk to seconds, writing under a temporary run directory."""
+    from spot_utils.config import load_profile
+
+    return load_profile("tiny", **{
+        "run_dir": str(tmp_path / "runs"), "pretrain.steps": 4, "pretrain.batch_size": 8,
+        "pretrain.log_every": 2, "pretrain.warmup_steps": 1, "pretrain.threads": 1,
+        "model.hidden_size": 32, "model.num_layers": 1, "model.num_heads": 2, "model.num_kv_heads": 1,
+        "model.intermediate_size": 64, "world.test_size_per_tier": 5, "world.connect4_test_size": 10,
+        "generation.max_new_tokens": 24, "generation.batch_size": 16})

@@ -1,0 +1,80 @@
+"""The Section 2 pipeline on the tiny world: SymbolicOracle behind the local server, pairs, data sets."""
+import random
+
+import pytest
+
+from spot_utils import arithmetic, pipeline
+from spot_utils.data import read_jsonl, read_pairs
+from spot_utils.modeling import build_char_tokenizer
+from spot_utils.oracle import SymbolicOracle, direct_solve_messages, parse_corrected, rectification_messages
+from spot_utils.pretrain import prompt_text
+
+
+def corrupt(rng, p):
+    """A wrong answer in the model's format: one step's result off by a few, the rest carried on."""
+    lines = arithmetic.solution_text(p).splitlines()
+    k = rng.randrange(p.steps)
+    a, rest = lines[k].split("=")
+    lines[k] = f"{a}={int(rest) + rng.choice([-10, -1, 1, 2, 10])}"
+    return "\n".join(lines), k
+
+
+def test_symbolic_oracle_fixes_from_first_wrong_step():
+    rng, oracle = random.Random(0), SymbolicOracle()
+    for _ in range(200):
+        p = arithmetic.random_problem(rng, rng.choice([2, 3, 4, 5]))
+        wrong, k = corrupt(rng, p)
+        for gt in (None, p.answer):
+            text, thinking = oracle(rectification_messages(arithmetic.question_text(p), wrong, gt, arithmetic.ANSWER_FORMAT))
+            fixed = parse_corrected(text)
+            assert arithmetic.grade_arithmetic(fixed, p.answer)
+            kept = "\n".join(wrong.splitlines()[:k])
+            assert fixed.startswith(kept)  # the correct prefix is kept verbatim
+            assert fixed == arithmetic.solution_text(p)  # and the rest is in the model's own format
+            assert f"first wrong step: {k + 1}" in thinking
+    direct, _ = oracle(direct_solve_messages(arithmetic.question_text(p), arithmetic.ANSWER_FORMAT))
+    direct = parse_corrected(direct)
+    assert arithmetic.grade_arithmetic(direct, p.answer)
+    assert any(word in direct for word in ("plus", "minus", "times"))
+    assert "=" not in direct.splitlines()[0]  # a different style from the model's
+    assert "=== CORRECTED" not in oracle([{"role": "user", "content": "hello"}])
+
+
+def test_pipeline_through_local_server(tiny_profile):
+    """errors -> OpenAIOracle over real HTTP (with injected 429s) -> verified pairs -> data sets."""
+    tok = build_char_tokenizer()
+    rng = random.Random(1)
+    errors = []
+    for i in range(12):
+        p = arithmetic.random_problem(rng, 3)
+        q = arithmetic.question_text(p)
+        wrong, _ = corrupt(rng, p)
+        errors.append({"id": f"e{i}", "question": q, "response": wrong, "ground_truth": p.answer,
+                       "tier": "steps=3", "prompt": prompt_text(tok, q)})
+    out = pipeline.data_dir(tiny_profile)
+    (out / "correct.jsonl").write_text("")
+    with pipeline.oracle_endpoint(tiny_profile, faults={"rate_limit_first": 2, "retry_after": 0.01}) as (oracle, server):
+        rect = oracle.run(pipeline.rectification_requests(tiny_profile, errors), out / "r.jsonl", out / "rf.jsonl")
+        direct = oracle.run(pipeline.direct_requests(tiny_profile, errors), out / "d.jsonl", out / "df.jsonl")
+        assert server.stats["requests"] == 24 + 2
+    assert (rect.succeeded, rect.failed, rect.retries, direct.succeeded) == (12, 0, 2, 12)
+    records = read_jsonl(out / "r.jsonl")
+    records.append({**records[0], "id": "bad", "response": "Answer: -1"})  # a wrong "correction"
+    pairs, skipped = pipeline.build_pairs(tiny_profile, tok, records)
+    assert len(pairs) == 12 and skipped == {"correction not verified correct": 1}
+    for p in pairs:
+        assert 0 < p["change_ratio"] <= 1 and p["chosen"] != p["rejected"]
+        assert p["common_prefix_tokens"] >= 0
+    sizes = pipeline.write_datasets(tiny_profile, pairs, read_jsonl(out / "d.jsonl"), 0.6)
+    assert sizes["pairs_all.jsonl"] == 12 and sizes["sft_direct.jsonl"] == 12
+    kept = read_pairs(out / "pairs_gamma0.6.jsonl")
+    assert len(kept) == sum(p["change_ratio"] <= 0.6 for p in pairs)
+
+
+def test_paper_elicitation_offline_is_a_clear_error(monkeypatch):
+    from spot_utils.config import load_profile
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="DAPO-Math-17k-Processed.*needs the Hugging Face hub"):
+        pipeline.elicitation_questions(load_profile("paper"))
