@@ -1,6 +1,7 @@
 """In-domain reasoning: multi-step integer arithmetic with a chain of thought (the DAPO-Math analog).
 
-A question applies a chain of operations left to right ("Compute left to right: 37+45-18*2").
+A question applies a chain of operations strictly left to right ("Compute: 37+45-18*2", no
+operator precedence: the chain of thought makes the order explicit).
 The model's own format writes one step per line and ends with a final-answer line:
 
     37+45=82
@@ -22,7 +23,7 @@ OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b
 STEP_RE = re.compile(r"^\s*(\d+)\s*([+\-*])\s*(\d+)\s*=\s*(-?\d+)\s*$")
 ANSWER_RE = re.compile(r"Answer:\s*(-?\d+)\s*$")
 ANSWER_FORMAT = "Answer: N"  # the final-answer line of this world, given to the Oracle prompts
-QUESTION_PREFIX = "Compute left to right: "
+QUESTION_PREFIX = "Compute: "
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Problem:
         return self.values()[-1]
 
 
-def random_problem(rng: random.Random, steps: int, max_value: int = 299, max_operand: int = 49) -> Problem:
+def random_problem(rng: random.Random, steps: int, max_value: int = 99, max_operand: int = 20) -> Problem:
     """Operations are drawn among those that keep every value in [0, max_value]; + and - take an
     operand up to max_operand, * a single digit."""
     v = rng.randint(10, min(99, max_value))

@@ -39,12 +39,13 @@ class ModelConfig:
     num_kv_heads: int = 2
     intermediate_size: int = 384
     max_position_embeddings: int = 512
+    rope_theta: float = 10000.0      # short sequences: a small base keeps every RoPE frequency useful
     dtype: str = "float32"
     enable_thinking: bool = False    # Qwen3: False = non-thinking mode (an empty think block)
 
     _choices = {"source": ("scratch", "pretrained"), "dtype": ("float32", "bfloat16", "float16")}
     _positive = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
-                 "max_position_embeddings")
+                 "max_position_embeddings", "rope_theta")
 
 
 @dataclass
@@ -52,8 +53,8 @@ class WorldConfig:
     """The miniature world (tiny profile): which tasks exist and how hard they are."""
     arith_train_steps: list[int] = field(default_factory=lambda: [2, 3, 4])
     arith_test_steps: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
-    arith_max_value: int = 299       # every intermediate value stays in [0, arith_max_value]
-    arith_max_operand: int = 49      # largest operand of + and - (* takes a single digit)
+    arith_max_value: int = 99        # every intermediate value stays in [0, arith_max_value]
+    arith_max_operand: int = 20      # largest operand of + and - (* takes a single digit)
     skills: list[str] = field(default_factory=lambda: ["reverse", "upper", "shift", "double"])
     skill_word_len: list[int] = field(default_factory=lambda: [3, 8])
     test_size_per_tier: int = 100    # held-out questions per arithmetic tier / skill
@@ -72,7 +73,11 @@ class PretrainConfig:
     warmup_steps: int = 50
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    mix: dict[str, float] = field(default_factory=lambda: {"arithmetic": 0.5, "skills": 0.25, "connect4": 0.25})
+    mix: dict[str, float] = field(default_factory=lambda: {"arithmetic": 0.5, "skills": 0.42, "connect4": 0.08})
+    # A skills-heavy start: the copy mechanism the skills need forms in a sudden phase transition whose
+    # timing varies a lot between runs; front-loading the skills makes it happen early and reliably.
+    curriculum_steps: int = 250
+    curriculum_mix: dict[str, float] = field(default_factory=lambda: {"arithmetic": 0.2, "skills": 0.8})
     log_every: int = 25
     probe_every: int = 100           # greedy accuracy on a small validation probe (0 = off)
     probe_size: int = 24             # per tier / skill
@@ -111,6 +116,9 @@ class OracleConfig:
     max_retries: int = 5
     stream: bool = True
     timeout_s: float = 600.0
+    # tiny only: share of requests the symbolic Oracle answers with a full rewrite, as LLM Oracles
+    # sometimes do instead of a minimal edit (see SymbolicOracle); gamma filters those pairs.
+    symbolic_rewrite_rate: float = 0.0
 
     _positive = ("max_concurrency", "timeout_s")
 
@@ -279,13 +287,20 @@ def _check_values(obj, path: Path, lines: dict, prefix: str) -> None:
             raise ConfigError(f"{_where(path, lines, prefix + 'arith_train_steps')}: step counts must be >= 1")
         if not 0.0 <= obj.connect4_max_no_win_fraction <= 1.0:
             raise ConfigError(f"{_where(path, lines, prefix + 'connect4_max_no_win_fraction')}: must be in [0, 1]")
+    if isinstance(obj, OracleConfig) and not 0.0 <= obj.symbolic_rewrite_rate <= 1.0:
+        raise ConfigError(f"{_where(path, lines, prefix + 'symbolic_rewrite_rate')}: must be in [0, 1]")
     if isinstance(obj, RectificationConfig) and not 0.0 <= obj.gamma <= 1.0:
         raise ConfigError(f"{_where(path, lines, prefix + 'gamma')}: gamma must be in [0, 1], got {obj.gamma!r}")
     if isinstance(obj, PretrainConfig):
-        bad = set(obj.mix) - {"arithmetic", "skills", "connect4"}
-        if bad or not obj.mix or min(obj.mix.values()) < 0 or sum(obj.mix.values()) <= 0:
-            raise ConfigError(f"{_where(path, lines, prefix + 'mix')}: mix needs non-negative weights for "
-                              f"arithmetic, skills, connect4 (got {obj.mix})")
+        for key in ("mix", "curriculum_mix"):
+            mix = getattr(obj, key)
+            bad = set(mix) - {"arithmetic", "skills", "connect4"}
+            if bad or not mix or min(mix.values()) < 0 or sum(mix.values()) <= 0:
+                raise ConfigError(f"{_where(path, lines, prefix + key)}: {key} needs non-negative weights for "
+                                  f"arithmetic, skills, connect4 (got {mix})")
+        if not 0 <= obj.curriculum_steps <= obj.steps:
+            raise ConfigError(f"{_where(path, lines, prefix + 'curriculum_steps')}: '{prefix}curriculum_steps' must be in "
+                              f"[0, steps={obj.steps}], got {obj.curriculum_steps}")
 
 
 def _where(path: Path, lines: dict, dotted: str) -> str:

@@ -420,7 +420,23 @@ class SymbolicOracle:
     up to the first wrong step, fixes that step and recomputes the rest in the student's own format.
     A direct-solve prompt gets a correct answer in the Oracle's own, different style (the off-policy
     data of the SFT baseline). Its reasoning is returned as "thinking", as reasoning LLMs send it.
+
+    `rewrite_rate` imitates an LLM Oracle that sometimes ignores the instruction to keep the student's
+    text: for that share of rectification requests (chosen by a hash of the request, so reruns agree)
+    it writes its own solution in its own style instead of a minimal edit. Those replies are correct
+    but far from y-: they are what the change-ratio filter (gamma) is there to catch.
     """
+
+    def __init__(self, rewrite_rate: float = 0.0, seed: int = 0):
+        if not 0.0 <= rewrite_rate <= 1.0:
+            raise ValueError(f"rewrite_rate must be in [0, 1], got {rewrite_rate}")
+        self.rewrite_rate, self.seed = rewrite_rate, seed
+
+    def _rewrites(self, question: str, answer: str) -> bool:
+        import hashlib
+
+        digest = hashlib.sha256(f"{self.seed}|{question}|{answer}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < self.rewrite_rate
 
     def __call__(self, messages):
         from . import arithmetic  # the symbolic solver of the miniature world
@@ -428,6 +444,9 @@ class SymbolicOracle:
         text = messages[-1]["content"]
         if m := _PROMPT_RE.search(text):
             problem = arithmetic.parse_question(m["q"].strip())
+            if self._rewrites(m["q"], m["a"]):
+                return (f"{START_MARKER}\n{arithmetic.direct_solution_text(problem)}\n{END_MARKER}",
+                        "rewrote the answer from scratch instead of editing it")
             step = arithmetic.first_error_step(problem, m["a"])
             fixed = arithmetic.correct_from_first_error(problem, m["a"])
             where = "no error found" if step is None else f"first wrong step: {step + 1} of {problem.steps}"

@@ -99,7 +99,7 @@ def oracle_endpoint(profile: Profile, faults: dict | None = None):
     server = None
     if not o.base_url:
         os.environ[o.api_key_env] = secrets.token_urlsafe(16)
-        server = start_server(SymbolicOracle(), model_name=o.model, api_key=os.environ[o.api_key_env],
+        server = start_server(SymbolicOracle(o.symbolic_rewrite_rate, profile.seed), model_name=o.model, api_key=os.environ[o.api_key_env],
                               faults=faults)
     client = OpenAIOracle(server.base_url if server else o.base_url, o.model, api_key_env=o.api_key_env,
                           max_concurrency=o.max_concurrency, max_retries=o.max_retries, stream=o.stream,

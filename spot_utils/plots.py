@@ -29,20 +29,27 @@ def save_figure(fig, profile: Profile, name: str) -> Path:
     return out / f"{name}.png"
 
 
-def plot_pretraining(history: list[dict], title: str = "Base pretraining of the tiny model"):
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+def plot_pretraining(history: list[dict], curriculum_steps: int = 0, title: str = "Base pretraining of the tiny model"):
+    """Left: response-token loss per task family. Right: greedy accuracy on the validation probe."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
     steps = [h["step"] for h in history]
     for family, color in COLORS.items():
-        key = f"loss/{family}"
-        pts = [(s, h[key]) for s, h in zip(steps, history) if key in h]
-        if pts:
-            ax.plot(*zip(*pts), label=family, color=color)
-    ax.set_yscale("log")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("response-token loss (nats, log scale)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+        task = "skill" if family == "skills" else family
+        for ax, key in ((ax_loss, f"loss/{task}"), (ax_acc, f"probe/{task}")):
+            pts = [(s, h[key] * (100 if ax is ax_acc else 1)) for s, h in zip(steps, history) if key in h]
+            if pts:
+                ax.plot(*zip(*pts), label=family, color=color, marker="o" if ax is ax_acc else None)
+    for ax in (ax_loss, ax_acc):
+        if curriculum_steps:
+            ax.axvspan(0, curriculum_steps, color="grey", alpha=0.12, label="skills-heavy start")
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    ax_loss.set_yscale("log")
+    ax_loss.set_ylabel("response-token loss (nats)")
+    ax_acc.set_ylabel("greedy accuracy on the probe (%)")
+    ax_acc.set_ylim(-3, 103)
+    ax_loss.legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 

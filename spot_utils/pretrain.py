@@ -1,8 +1,9 @@
 """Base pretraining of the tiny model on the miniature world (the stand-in for Qwen3-8B's pretraining).
 
 A plain PyTorch loop in the spirit of nanoGPT: AdamW, linear warmup then cosine decay, loss on the
-response tokens only. Each batch mixes the task families by the mix weights and is run as one
-micro-batch per family, which keeps padding low because the families differ in length. The result is cached under
+response tokens only. Each batch mixes the task families by the mix weights (a skills-heavy
+curriculum mix for the first steps) and is run as one micro-batch per family, which keeps padding
+low because the families differ in length. The result is cached under
 runs/<profile>/base/ together with the hash of the config that made it; a matching hash reuses it.
 """
 from __future__ import annotations
@@ -126,7 +127,9 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
 
     exclude = {ex.question for ex in world.test_sets(wcfg, profile.seed)}
     probe = world.probe_sets(wcfg, profile.seed, cfg.probe_size, exclude) if cfg.probe_every else []
-    stream = world.pretrain_stream(wcfg, cfg.mix, profile.seed, exclude | {ex.question for ex in probe})
+    seen = exclude | {ex.question for ex in probe}
+    curriculum = world.pretrain_stream(wcfg, cfg.curriculum_mix, profile.seed + 1, seen, connect4_pool=100)
+    stream = world.pretrain_stream(wcfg, cfg.mix, profile.seed, seen)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -137,7 +140,8 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
     t0 = time.time()
     bar = tqdm(range(cfg.steps), desc="pretrain base", disable=not progress)
     for step in bar:
-        micro = task_micro_batches([next(stream) for _ in range(cfg.batch_size)], tokenizer)
+        source = curriculum if step < cfg.curriculum_steps else stream
+        micro = task_micro_batches([next(source) for _ in range(cfg.batch_size)], tokenizer)
         total = sum(n for _, _, n in micro)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_at(step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)

@@ -13,8 +13,8 @@ import string
 SKILLS = {
     "reverse": ("Reverse", lambda w: w[::-1]),
     "upper": ("Uppercase", lambda w: w.upper()),
-    "shift": ("Shift each letter by one", lambda w: "".join(chr((ord(c) - 97 + 1) % 26 + 97) for c in w)),
-    "double": ("Double each letter", lambda w: "".join(c + c for c in w)),
+    "shift": ("Shift letters", lambda w: "".join(chr((ord(c) - 97 + 1) % 26 + 97) for c in w)),  # a->b, z->a
+    "double": ("Double letters", lambda w: "".join(c + c for c in w)),
 }
 
 

@@ -16,7 +16,8 @@ def tiny_profile(tmp_path):
 
     return load_profile("tiny", **{
         "run_dir": str(tmp_path / "runs"), "pretrain.steps": 4, "pretrain.batch_size": 8,
-        "pretrain.log_every": 2, "pretrain.warmup_steps": 1, "pretrain.threads": 1,
+        "pretrain.log_every": 2, "pretrain.warmup_steps": 1, "pretrain.threads": 1, "pretrain.curriculum_steps": 2,
+        "pretrain.probe_every": 4, "pretrain.probe_size": 2,
         "model.hidden_size": 32, "model.num_layers": 1, "model.num_heads": 2, "model.num_kv_heads": 1,
         "model.intermediate_size": 64, "world.test_size_per_tier": 5, "world.connect4_test_size": 10,
         "generation.max_new_tokens": 24, "generation.batch_size": 16})

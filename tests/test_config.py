@@ -56,7 +56,9 @@ def test_unknown_profile_lists_known():
 
 def test_overrides_and_hash():
     a = load_profile("tiny")
-    b = load_profile("tiny", **{"pretrain.steps": 7})
-    assert b.pretrain.steps == 7
+    b = load_profile("tiny", **{"pretrain.steps": 700})
+    assert b.pretrain.steps == 700
+    with pytest.raises(ConfigError, match="curriculum_steps.*must be in"):
+        load_profile("tiny", **{"pretrain.steps": 7})
     assert a.section_hash("pretrain") != b.section_hash("pretrain")
     assert a.section_hash("model") == b.section_hash("model")

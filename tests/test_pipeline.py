@@ -40,6 +40,23 @@ def test_symbolic_oracle_fixes_from_first_wrong_step():
     assert "=== CORRECTED" not in oracle([{"role": "user", "content": "hello"}])
 
 
+def test_symbolic_oracle_rewrite_rate_is_deterministic():
+    rng = random.Random(2)
+    reqs = []
+    for _ in range(400):
+        p = arithmetic.random_problem(rng, 3)
+        wrong, _ = corrupt(rng, p)
+        reqs.append(rectification_messages(arithmetic.question_text(p), wrong, p.answer, arithmetic.ANSWER_FORMAT))
+    rewritten = [" plus " in t or " minus " in t or " times " in t
+                 for t, _ in map(SymbolicOracle(rewrite_rate=0.25), reqs)]
+    assert 0.18 < sum(rewritten) / len(reqs) < 0.32
+    assert rewritten == [" plus " in t or " minus " in t or " times " in t
+                         for t, _ in map(SymbolicOracle(rewrite_rate=0.25), reqs)]
+    assert not any(" plus " in t for t, _ in map(SymbolicOracle(), reqs))
+    with pytest.raises(ValueError):
+        SymbolicOracle(rewrite_rate=1.5)
+
+
 def test_pipeline_through_local_server(tiny_profile):
     """errors -> OpenAIOracle over real HTTP (with injected 429s) -> verified pairs -> data sets."""
     tok = build_char_tokenizer()
