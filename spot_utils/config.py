@@ -1,7 +1,7 @@
 """Profiles: one YAML file per profile in configs/, loaded into typed dataclasses.
 
 A profile fixes everything a run depends on (model, miniature world, pretraining, generation,
-evaluation). Unknown keys and bad values fail loudly with the file, the line, the key and what is
+evaluation, post-training). Unknown keys and bad values fail loudly with the file, the line, the key and what is
 allowed, because a silently ignored typo in a config is a silently different experiment.
 
     >>> cfg = load_profile("tiny")
@@ -23,6 +23,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
 # Short names users type; each maps to a file in configs/.
 PROFILE_ALIASES = {"paper": "paper_qwen3_8b"}
+# Post-training methods of Tables 1-3 (spot_utils.training trains each; the lr is set per method).
+METHODS = ("sft", "rft", "sft_plus", "dpo", "reward_sft", "dft", "spot_bce", "spot_bco")
+DELTA_MODES = ("cumulative", "ema")  # = losses.RUNNING_MODES (not imported: config stays light)
 
 
 class ConfigError(ValueError):
@@ -137,6 +140,44 @@ class RectificationConfig:
     _positive = ("questions", "samples_per_question")
 
 
+def _paper_lr() -> dict[str, float]:
+    # Qwen3-8B (App. C): SPoT 1e-6, SFT/RFT/SFT+ 5e-6. The paper gives no lr for DPO, Reward-SFT and
+    # DFT; they take SPoT's (pair losses) and SFT's (token-level losses): same data, same budget.
+    pair, token = 1e-6, 5e-6
+    return {"sft": token, "rft": token, "sft_plus": token, "dft": token,
+            "dpo": pair, "reward_sft": pair, "spot_bce": pair, "spot_bco": pair}
+
+
+@dataclass
+class TrainingConfig:
+    """Post-training (Sec. 5.1, App. C). Defaults are the paper's Qwen3-8B setting; the global batch is
+    per_device_batch_size x gradient_accumulation_steps x processes (2 x 2 x 8 = 32 in the paper)."""
+    beta: float = 0.1                # implicit-reward scale of Eq. 3
+    epochs: float = 2.0
+    max_steps: int = 0               # > 0 overrides epochs
+    per_device_batch_size: int = 2   # pairs (or examples) per process per micro-batch
+    gradient_accumulation_steps: int = 2
+    lr: dict[str, float] = field(default_factory=_paper_lr)  # one entry per method in METHODS
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    max_grad_norm: float = 1.0       # not in the paper: TRL's / transformers' default
+    max_length: int = 8192           # prompt + response tokens; longer sequences are truncated at the end
+    bf16: bool = True
+    gradient_checkpointing: bool = True
+    delta_mode: str = "cumulative"   # SPoT-BCO delta: TRL 0.20's running mean (released code) or "ema" (paper text)
+    delta_momentum: float = 0.9      # ema only
+    logging_steps: int = 10
+    save_steps: int = 0              # checkpoint every N optimizer steps (0: only the final model)
+    deepspeed: str = ""              # DeepSpeed JSON, relative to the repository root (paper profiles)
+
+    _choices = {"lr_scheduler": ("cosine", "linear", "constant_with_warmup"), "delta_mode": DELTA_MODES}
+    _positive = ("beta", "epochs", "per_device_batch_size", "gradient_accumulation_steps", "max_length",
+                 "logging_steps")
+
+
 @dataclass
 class Profile:
     name: str
@@ -148,6 +189,7 @@ class Profile:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     rectification: RectificationConfig = field(default_factory=RectificationConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     source_file: str = ""            # set by the loader, not read from YAML
 
     @property
@@ -291,6 +333,8 @@ def _check_values(obj, path: Path, lines: dict, prefix: str) -> None:
         raise ConfigError(f"{_where(path, lines, prefix + 'symbolic_rewrite_rate')}: must be in [0, 1]")
     if isinstance(obj, RectificationConfig) and not 0.0 <= obj.gamma <= 1.0:
         raise ConfigError(f"{_where(path, lines, prefix + 'gamma')}: gamma must be in [0, 1], got {obj.gamma!r}")
+    if isinstance(obj, TrainingConfig):
+        _check_training(obj, path, lines, prefix)
     if isinstance(obj, PretrainConfig):
         for key in ("mix", "curriculum_mix"):
             mix = getattr(obj, key)
@@ -301,6 +345,29 @@ def _check_values(obj, path: Path, lines: dict, prefix: str) -> None:
         if not 0 <= obj.curriculum_steps <= obj.steps:
             raise ConfigError(f"{_where(path, lines, prefix + 'curriculum_steps')}: '{prefix}curriculum_steps' must be in "
                               f"[0, steps={obj.steps}], got {obj.curriculum_steps}")
+
+
+def _check_training(obj: TrainingConfig, path: Path, lines: dict, prefix: str) -> None:
+    def fail(key, msg):
+        raise ConfigError(f"{_where(path, lines, prefix + key)}: '{prefix}{key}' {msg}")
+
+    unknown = sorted(set(obj.lr) - set(METHODS))
+    if unknown:
+        fail("lr", f"has unknown method(s) {', '.join(unknown)}; allowed: {', '.join(METHODS)}")
+    missing = [m for m in METHODS if m not in obj.lr]
+    if missing:
+        fail("lr", f"needs a learning rate for every method; missing: {', '.join(missing)}")
+    for method, lr in obj.lr.items():
+        if lr <= 0:
+            fail("lr", f"must be > 0 for every method, got {method}: {lr!r}")
+    for key in ("max_steps", "save_steps", "weight_decay", "max_grad_norm"):
+        if getattr(obj, key) < 0:
+            fail(key, f"must be >= 0, got {getattr(obj, key)!r}")
+    for key in ("warmup_ratio", "adam_beta1", "adam_beta2", "delta_momentum"):
+        if not 0.0 <= getattr(obj, key) < 1.0:
+            fail(key, f"must be in [0, 1), got {getattr(obj, key)!r}")
+    if obj.deepspeed and not (REPO_ROOT / obj.deepspeed).is_file():
+        fail("deepspeed", f"names a file that does not exist: {REPO_ROOT / obj.deepspeed}")
 
 
 def _where(path: Path, lines: dict, dotted: str) -> str:

@@ -336,7 +336,7 @@ class OpenAIOracle:
         lock = threading.Lock()  # one writer at a time, whatever thread ends up writing
         with _JsonlAppender(out_path) as out, _JsonlAppender(failures_path) as fails, \
                 ThreadPoolExecutor(max_workers=self.max_concurrency) as pool, \
-                tqdm(total=len(todo), desc=desc) as bar:
+                tqdm(total=len(todo), desc=desc, mininterval=0.5) as bar:
             futures = [pool.submit(work, r) for r in todo]
             try:
                 for fut in as_completed(futures):
@@ -351,7 +351,10 @@ class OpenAIOracle:
                             summary.failed += 1
                             summary.failure_reasons[failure["reason"]] += 1
                     bar.update(1)
-                    bar.set_postfix(ok=summary.succeeded, failed=summary.failed, retries=summary.retries)
+                    # refresh=False: redraw at most every mininterval (a forced redraw per request floods
+                    # a notebook kernel with widget messages)
+                    bar.set_postfix(ok=summary.succeeded, failed=summary.failed, retries=summary.retries,
+                                    refresh=False)
             except BaseException:
                 # interrupted (e.g. Ctrl-C in a notebook): drop queued work; what is written stays valid
                 for f in futures:

@@ -1,0 +1,442 @@
+"""Post-training (Sec. 4-5, Tables 1-3): one TRL trainer for every method.
+
+    result = train("spot_bco", "runs/tiny/data/pairs_gamma0.6.jsonl", profile, "runs/tiny/train/spot_bco")
+    result.model_dir, result.log_history, result.delta
+
+Methods (equation numbers from the paper, losses in spot_utils.losses):
+  pair losses, on summed response log-probs with a frozen reference (Eq. 3)
+    dpo (Eq. 4), reward_sft (Eq. 5), spot_bce (Eq. 7), spot_bco (Eq. 8)
+  token-level losses on the completion tokens only
+    sft      NLL (Eq. 2) on the Oracle's direct answers      (records with `response`)
+    rft      NLL on the policy's own correct answers         (records with `response`)
+    sft_plus NLL on y+ of the pairs                           (pair records)
+    dft      -stopgrad(p_t) log p_t (Wu et al., 2025)         (pair or response records)
+             its gradient is that of -p_t, so the logged DFT loss RISES while p_t < 1/e (e.g. from
+             a random init) even though the model learns; watch rewards/chosen instead
+
+Everything runs through `SPoTTrainer`, a subclass of TRL 1.16's `DPOTrainer`. From TRL we keep the
+tokenisation of prompt/completion, the collator, the reference log-prob precompute (one pass before
+training, after which no reference model exists), the fused LM head, metric averaging and logging,
+and the whole `transformers.Trainer` loop (accumulation, DeepSpeed, checkpoints, resume). We
+replace only the loss (see `SPoTTrainer.compute_loss`). Records with a single `response` (SFT, RFT)
+are fed as pairs whose rejected completion is empty (just the end token); training never runs
+that half, only TRL's one reference pass does (cheap: prompt + 1 token).
+
+The paper profile is the same code launched on 8 GPUs:
+    accelerate launch --config_file configs/accelerate_zero2.yaml your_script.py
+where the script calls `train(...)`; the profile's `training.deepspeed` names the ZeRO-2 JSON.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import datasets
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import PrinterCallback, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from trl import DPOConfig, DPOTrainer
+
+from . import losses, world
+from .config import METHODS, REPO_ROOT, Profile
+from .data import read_jsonl
+from .pretrain import prompt_text
+
+PAIR_METHODS = losses.PAIR_LOSSES                   # dpo, reward_sft, spot_bce, spot_bco
+TOKEN_METHODS = ("sft", "rft", "sft_plus", "dft")
+NEEDS_PAIRS = PAIR_METHODS + ("sft_plus",)          # sft_plus is NLL on y+, so it needs the pair file
+DELTA_FILE = "spot_delta.json"                      # SPoT-BCO's RunningMean, saved in every checkpoint
+RESULT_FILE = "spot_train.json"                     # written next to the final model
+assert set(PAIR_METHODS + TOKEN_METHODS) == set(METHODS)
+
+
+# -----------------------------------------------------------------------------
+# data
+
+
+def to_dataset(method: str, records: Sequence[dict], tokenizer) -> tuple[Dataset, bool]:
+    """TRL's standard preference format (prompt, chosen, rejected) from our records.
+
+    Pair records (data.PAIR_FIELDS) keep y+ as chosen and y- as rejected. SFT-style records
+    (prompt/question, response) become chosen = response, rejected = "" (TRL appends the end
+    token), and the returned flag paired=False tells the trainer to skip the rejected half.
+    `prompt` is already chat-formatted; without it the question is formatted here.
+    """
+    if not records:
+        raise ValueError(f"no training records for {method!r}")
+    rows, kinds = [], set()
+    for i, rec in enumerate(records):
+        if "prompt" in rec:
+            prompt = rec["prompt"]
+        elif "question" in rec:
+            prompt = prompt_text(tokenizer, rec["question"])
+        else:
+            raise ValueError(f"record {i} has neither 'prompt' nor 'question': {sorted(rec)}")
+        if "chosen" in rec and "rejected" in rec:
+            rows.append({"prompt": prompt, "chosen": rec["chosen"], "rejected": rec["rejected"]})
+            kinds.add("pair")
+        elif "response" in rec:
+            rows.append({"prompt": prompt, "chosen": rec["response"], "rejected": ""})
+            kinds.add("response")
+        else:
+            raise ValueError(f"record {i} has neither chosen/rejected nor response: {sorted(rec)}")
+    if len(kinds) > 1:
+        raise ValueError("mixed pair and response records; train on one kind at a time")
+    paired = kinds == {"pair"}
+    if method in NEEDS_PAIRS and not paired:
+        raise ValueError(f"{method!r} trains on pairs (chosen, rejected); got records with 'response' only")
+    return Dataset.from_list(rows), paired
+
+
+# -----------------------------------------------------------------------------
+# the trainer
+
+
+class SPoTTrainer(DPOTrainer):
+    """TRL's DPOTrainer with the SPoT losses.
+
+    Override: `compute_loss` (the `transformers.Trainer` hook for the loss of one micro-batch,
+    which DPOTrainer itself overrides only to call `_compute_loss`). TRL 1.16 computes its loss
+    inside `_compute_loss`, a ~300-line method where the policy forward, a fixed if/elif chain of
+    loss types and the metrics are interleaved, with no hook for a new loss; none of its types is
+    Reward-SFT (Eq. 5) or SPoT-BCO with a delta (TRL 1.x's "bco_pair" has no delta). So we replace
+    that single call: one forward, summed completion log-probs, and `losses.pair_loss` (or
+    `losses.nll` / `losses.dft`), then the same reward metrics TRL logs. Reference log-probs come
+    from the batch (`precompute_ref_log_probs=True` is required): TRL computed them once with the
+    untouched policy in `__init__` and then holds no reference model.
+
+    SPoT-BCO's delta (Eq. 8) is a `losses.RunningMean` owned by the trainer:
+      * every micro-batch of an optimizer step uses the SAME delta, its value before the step;
+      * after the optimizer step (callback `on_step_end`) it is updated once with the mean of the
+        step's training rewards, chosen and rejected together, over all its micro-batches (and
+        averaged over processes inside RunningMean.update);
+      * evaluation batches use delta but never move it;
+      * it is written to `spot_delta.json` in every checkpoint and read back on resume.
+    TRL 0.20-0.28 instead updated delta inside the loss of every forward (each accumulation
+    micro-batch, and eval batches too) and used the freshly updated value for that same batch
+    (`losses.bco_pair_trl028`). With one micro-batch per step the two differ by one step of lag:
+    here delta is a baseline fixed before the step, so the step's gradient does not depend on
+    the step's own reward statistics. The updates are in `delta_trace`.
+    """
+
+    def __init__(self, *args, method: str, paired: bool = True, delta_mode: str = "cumulative",
+                 delta_momentum: float = 0.9, **kwargs):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+        if not kwargs["args"].precompute_ref_log_probs:
+            raise ValueError("SPoTTrainer reads reference log-probs from the batch: set precompute_ref_log_probs=True")
+        self.method, self.paired = method, paired
+        self.delta = losses.RunningMean(delta_mode, delta_momentum) if method == "spot_bco" else None
+        self.delta_trace: list[dict] = []       # one row per delta update (this train() call)
+        self._step_rewards: list[torch.Tensor] = []  # this optimizer step's training rewards so far
+        if kwargs["args"].full_determinism:
+            # Deterministic algorithms, but no NaN-filling of every torch.empty: TRL's fused LM head
+            # allocates a (tokens x 32768) scratch buffer per forward, and filling it took most of a
+            # tiny run's time. The buffer is fully written before it is read, so nothing changes.
+            torch.utils.deterministic.fill_uninitialized_memory = False
+        super().__init__(*args, **kwargs)
+        self.add_callback(_OptimizerStepEnd(self))
+
+    # --- the loss of one micro-batch -------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if return_outputs:
+            raise NotImplementedError("SPoTTrainer computes no logits for compute_metrics")
+        mode = "train" if self.model.training else "eval"
+        completion = inputs["completion_mask"]
+        labels = inputs["input_ids"].masked_fill(completion == 0, -100)  # score completion tokens only
+        if self.method in PAIR_METHODS:
+            loss, chosen_logps, rejected_logps = self._pair_loss(model, inputs, labels, mode)
+        else:
+            loss, chosen_logps, rejected_logps = self._token_loss(model, inputs, labels)
+        self._log_rewards(mode, inputs, chosen_logps, rejected_logps)
+        return loss
+
+    def _pair_loss(self, model, inputs, labels, mode):
+        # TRL's fused LM head returns per-token log-probs (0 off the completion) without building
+        # the [B, T, V] logits; it is the same kernel TRL used for the precomputed reference, so
+        # at step 0 policy and reference log-probs agree and r = 0.
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels,
+                    use_cache=False, fused_lm_head=True)
+        chosen_logps, rejected_logps = out.log_probs.sum(dim=1).chunk(2)  # batch is [chosen; rejected]
+        delta = 0.0
+        if self.delta is not None:
+            delta = self.delta.value
+            self._metrics[mode]["delta"].append(delta)
+        per_example = losses.pair_loss(self.method, chosen_logps, rejected_logps, inputs["ref_chosen_logps"],
+                                       inputs["ref_rejected_logps"], self.beta, delta)
+        return per_example.mean(), chosen_logps, rejected_logps
+
+    def _token_loss(self, model, inputs, labels):
+        # Only the chosen half (y+, or the response) is trained. Mean over the micro-batch's completion
+        # tokens; transformers divides by the accumulation steps (DPOTrainer.loss_is_scaled_for_ga = False).
+        n = labels.size(0) // 2
+        logits = model(input_ids=inputs["input_ids"][:n], attention_mask=inputs["attention_mask"][:n],
+                       use_cache=False).logits
+        loss_fn = losses.dft if self.method == "dft" else losses.nll
+        loss = loss_fn(logits, labels[:n])
+        chosen_logps = losses.sequence_logps(logits.detach(), labels[:n])[0]
+        rejected_logps = None
+        if self.paired:  # y- is never trained on; one no-grad forward to log its reward (Fig. 4's pull-up)
+            with torch.no_grad():
+                rej_logits = model(input_ids=inputs["input_ids"][n:], attention_mask=inputs["attention_mask"][n:],
+                                   use_cache=False).logits
+                rejected_logps = losses.sequence_logps(rej_logits, labels[n:])[0]
+        return loss, chosen_logps, rejected_logps
+
+    def _log_rewards(self, mode, inputs, chosen_logps, rejected_logps):
+        """Implicit rewards r = beta * (log pi - log pi_ref) (Eq. 3), averaged by TRL's `log` over the
+        logging interval. Training rewards of spot_bco are also kept for this step's delta update."""
+        gather, m = self.accelerator.gather, self._metrics[mode]
+        r_pos = self.beta * (chosen_logps.detach() - inputs["ref_chosen_logps"])
+        m["rewards/chosen"].append(gather(r_pos).mean().item())
+        m["logps/chosen"].append(gather(chosen_logps.detach()).mean().item())
+        if rejected_logps is None:
+            return
+        r_neg = self.beta * (rejected_logps.detach() - inputs["ref_rejected_logps"])
+        m["rewards/rejected"].append(gather(r_neg).mean().item())
+        m["rewards/margins"].append(gather(r_pos - r_neg).mean().item())
+        m["rewards/accuracies"].append(gather((r_pos > r_neg).float()).mean().item())
+        m["logps/rejected"].append(gather(rejected_logps.detach()).mean().item())
+        if mode == "train" and self.delta is not None:
+            self._step_rewards.append(torch.cat([r_pos, r_neg]).double())
+
+    # --- delta: once per optimizer step, saved with checkpoints ----------------------------
+
+    def _end_optimizer_step(self, global_step: int) -> None:
+        if self.delta is None:
+            return
+        if not self._step_rewards:  # every rank runs >= 1 micro-batch per step, so this is a bug
+            raise RuntimeError(f"no training rewards recorded for optimizer step {global_step}")
+        step_mean = torch.cat(self._step_rewards).mean()  # all micro-batches of the step, this process
+        self._step_rewards = []
+        used = self.delta.value
+        new = self.delta.update(step_mean)  # averages step_mean over processes first
+        self.delta_trace.append({"step": global_step, "step_mean_reward": float(step_mean),
+                                 "delta_used": used, "delta": new})
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.delta is not None and self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            (folder / DELTA_FILE).write_text(json.dumps(self.delta.state_dict()))
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"no checkpoint found in {self.args.output_dir}")
+        if resume_from_checkpoint and self.delta is not None:
+            path = Path(resume_from_checkpoint, DELTA_FILE)
+            if not path.exists():  # resuming with delta = 0 would silently change the run
+                raise FileNotFoundError(f"{path} is missing: the checkpoint holds no SPoT-BCO delta")
+            self.delta.load_state_dict(json.loads(path.read_text()))
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+
+class _OptimizerStepEnd(TrainerCallback):
+    """Calls the trainer after each optimizer step (on_step_end runs only when the optimizer stepped)."""
+
+    def __init__(self, trainer: SPoTTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer._end_optimizer_step(state.global_step)
+
+
+class ProbeCallback(TrainerCallback):
+    """Greedy accuracy on a small fixed probe list, for "accuracy across steps" curves (Fig. 2).
+
+    Every `every_n_steps` optimizer steps (and before the first and after the last) it answers each
+    `world.Example` with temperature 0, grades it with `world.grade`, and appends
+    {"step": s, "probe/<task>": accuracy, ...} to the trainer's `state.log_history`. It runs on the
+    main process only (fine under ZeRO-2, where every process holds the full weights) and inside
+    `torch.random.fork_rng`, so probing never changes the run's random stream.
+    """
+
+    def __init__(self, examples: Sequence["world.Example"], every_n_steps: int, max_new_tokens: int = 96,
+                 batch_size: int = 256):
+        if every_n_steps <= 0:
+            raise ValueError(f"every_n_steps must be > 0, got {every_n_steps}")
+        self.examples, self.every = list(examples), every_n_steps
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if state.global_step == 0:
+            self._probe(state, model, processing_class)
+
+    def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self._probe(state, model, processing_class)
+
+    def accuracy(self, model, tokenizer) -> dict[str, float]:
+        from .generation import generate
+
+        outs = generate(model, [ex.question for ex in self.examples], temperature=0,
+                        max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, tokenizer=tokenizer,
+                        progress=False)
+        correct: dict[str, list[bool]] = {}
+        for ex, (text,) in zip(self.examples, outs):
+            correct.setdefault(ex.task, []).append(world.grade(ex.task, text, ex.ground_truth)["correct"])
+        return {f"probe/{task}": float(np.mean(v)) for task, v in correct.items()}
+
+    def _probe(self, state, model, tokenizer):
+        if not state.is_world_process_zero or not self.examples:
+            return
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            row = self.accuracy(model, tokenizer)
+        state.log_history.append({"step": state.global_step, **row})
+
+
+# -----------------------------------------------------------------------------
+# configuration and the entry point
+
+
+def trainer_settings(method: str, profile: Profile) -> dict[str, Any]:
+    """The DPOConfig keyword arguments that come from the profile (App. C for the paper profiles).
+    A plain dict, so the paper settings can be checked on a machine without GPUs or DeepSpeed."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    t = profile.training
+    return {
+        "beta": t.beta,
+        "learning_rate": t.lr[method],
+        "num_train_epochs": t.epochs,
+        "max_steps": t.max_steps if t.max_steps > 0 else -1,
+        "per_device_train_batch_size": t.per_device_batch_size,
+        "per_device_eval_batch_size": t.per_device_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "lr_scheduler_type": t.lr_scheduler,
+        "warmup_steps": t.warmup_ratio,  # transformers 5: a value < 1 is a ratio of the total steps
+        "weight_decay": t.weight_decay,
+        "adam_beta1": t.adam_beta1,
+        "adam_beta2": t.adam_beta2,
+        "max_grad_norm": t.max_grad_norm,
+        "max_length": t.max_length,
+        "bf16": t.bf16,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "logging_steps": t.logging_steps,
+        "save_strategy": "steps" if t.save_steps > 0 else "no",
+        "save_steps": t.save_steps if t.save_steps > 0 else 500,
+        "deepspeed": str(REPO_ROOT / t.deepspeed) if t.deepspeed else None,
+        "precompute_ref_log_probs": True,  # one reference pass, then no reference model in memory
+        "disable_dropout": True,
+        # the tiny profile must be bit-reproducible; full determinism costs speed on GPUs
+        "full_determinism": profile.is_tiny,
+        "dataloader_num_workers": 0,
+        "report_to": "none",
+    }
+
+
+def training_args(method: str, profile: Profile, output_dir: str | Path, seed: int | None = None,
+                  progress: bool = True) -> DPOConfig:
+    seed = profile.seed if seed is None else seed
+    return DPOConfig(output_dir=str(output_dir), seed=seed, data_seed=seed, disable_tqdm=not progress,
+                     **trainer_settings(method, profile))
+
+
+@dataclass
+class TrainResult:
+    method: str
+    model_dir: Path                     # the final model + tokenizer (save_pretrained)
+    log_history: list[dict]             # transformers' log rows: loss, rewards/*, delta, probe/* ...
+    global_step: int
+    delta: float | None = None          # spot_bco: final value of the running mean
+    delta_trace: list[dict] = field(default_factory=list)  # spot_bco: one row per optimizer step
+
+    def logs(self, key: str) -> list[tuple[int, float]]:
+        """(step, value) for every log row holding `key`, e.g. result.logs("rewards/chosen")."""
+        return [(row["step"], row[key]) for row in self.log_history if key in row]
+
+
+def build_trainer(method: str, data, profile: Profile, output_dir: str | Path, model=None, tokenizer=None,
+                  callbacks: Sequence[TrainerCallback] = (), seed: int | None = None,
+                  progress: bool = True) -> SPoTTrainer:
+    """The SPoTTrainer `train` runs, with reference log-probs already precomputed (for inspection)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    records = read_jsonl(data) if isinstance(data, (str, Path)) else list(data)
+    if model is None:
+        model, tokenizer = _load_policy(profile)
+    else:
+        if tokenizer is None:
+            raise ValueError("pass tokenizer= together with model=")
+        model = copy.deepcopy(_unpatch(model))  # never train the caller's model in place
+    dataset, paired = to_dataset(method, records, tokenizer)
+    args = training_args(method, profile, output_dir, seed, progress)
+    with _quiet_datasets(not progress):
+        trainer = SPoTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                              callbacks=list(callbacks), method=method, paired=paired,
+                              delta_mode=profile.training.delta_mode,
+                              delta_momentum=profile.training.delta_momentum)
+    if not progress:
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict when tqdm is off
+    return trainer
+
+
+def train(method: str, data, profile: Profile, output_dir: str | Path, model=None, tokenizer=None,
+          resume_from_checkpoint: str | bool | None = None, callbacks: Sequence[TrainerCallback] = (),
+          seed: int | None = None, progress: bool = True) -> TrainResult:
+    """Train `method` on `data` (a JSONL path or a list of records) and save the final model to
+    <output_dir>/final, with spot_train.json (config, delta state, log history) beside it.
+
+    `model`/`tokenizer` default to the profile's base (`pretrain.load_base`); a given model is
+    copied, never trained in place, so one base serves every method. The reference of Eq. 3 is
+    the model as given: its log-probs are precomputed before any step, also when resuming from a
+    checkpoint (pass the same base model and data). Checkpoints go to <output_dir>/checkpoint-N
+    every `training.save_steps` steps; `resume_from_checkpoint` takes such a folder (or True for
+    the last one). Same seed, data and profile give the same weights (full determinism on tiny).
+    """
+    trainer = build_trainer(method, data, profile, output_dir, model, tokenizer, callbacks, seed, progress)
+    with _quiet_datasets(not progress):
+        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+
+    model_dir = Path(output_dir) / "final"
+    _unpatch(trainer.model)  # drop TRL's fused-head forward before saving
+    trainer.save_model(str(model_dir))
+    result = TrainResult(method, model_dir, list(trainer.state.log_history), trainer.state.global_step,
+                         trainer.delta.value if trainer.delta else None, list(trainer.delta_trace))
+    if trainer.args.should_save:
+        meta = {"method": method, "profile": profile.name, "seed": trainer.args.seed, "paired": trainer.paired,
+                "examples": len(trainer.train_dataset), "training": profile.to_dict()["training"],
+                "delta_state": trainer.delta.state_dict() if trainer.delta else None,
+                "global_step": result.global_step, "log_history": result.log_history}
+        (model_dir / RESULT_FILE).write_text(json.dumps(meta, indent=1))
+    return result
+
+
+@contextmanager
+def _quiet_datasets(quiet: bool):
+    was_on = datasets.is_progress_bar_enabled()
+    if quiet:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if quiet and was_on:
+            datasets.enable_progress_bars()
+
+
+def _load_policy(profile: Profile):
+    from .modeling import load_model
+    from .pretrain import load_base
+
+    if profile.is_tiny:
+        return load_base(profile)
+    # On CPU: the Trainer / DeepSpeed places the weights (one GPU per process), not us.
+    return load_model(profile.model.name_or_path, dtype=profile.model.dtype, device="cpu")
+
+
+def _unpatch(model):
+    """TRL's `add_fused_lm_head` sets an instance-level `forward` whose closure points at the
+    original object; a deep copy would keep calling the original. Removing it restores the class
+    forward (identical when fused_lm_head is not asked for)."""
+    model.__dict__.pop("forward", None)
+    return model
