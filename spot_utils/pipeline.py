@@ -133,11 +133,18 @@ def direct_requests(profile: Profile, errors: list[dict]) -> list[dict]:
     return out
 
 
+def oracle_records(path: str | Path) -> list[dict]:
+    """The Oracle's replies sorted by id. The file itself is in completion order, which concurrency
+    makes vary from run to run; everything built from it must not."""
+    return sorted(read_jsonl(path), key=lambda r: str(r["id"]))
+
+
 def build_pairs(profile: Profile, tokenizer, records: list[dict]) -> tuple[list[dict], Counter]:
-    """Turn Oracle replies into pair records (DESIGN section 5). A correction whose final answer is
-    not verified correct, or that equals y-, is skipped and counted by reason, never silently dropped."""
+    """Turn Oracle replies into pair records (DESIGN section 5), in id order. A correction whose final
+    answer is not verified correct, or that equals y-, is skipped and counted by reason, never
+    silently dropped."""
     pairs, skipped = [], Counter()
-    for rec in records:
+    for rec in sorted(records, key=lambda r: str(r["id"])):
         chosen, rejected = rec["response"].strip(), rec["rejected"].strip()
         if not grade_answer(profile, chosen, rec["ground_truth"]):
             skipped["correction not verified correct"] += 1
@@ -162,7 +169,7 @@ def write_datasets(profile: Profile, pairs: list[dict], direct: list[dict], gamm
     out = data_dir(profile)
     kept, _ = filter_pairs(pairs, gamma)
     sft = []
-    for rec in direct:
+    for rec in sorted(direct, key=lambda r: str(r["id"])):
         if grade_answer(profile, rec["response"], rec["ground_truth"]):
             sft.append({"id": rec["id"], "prompt": rec["prompt"], "question": rec["question"],
                         "response": rec["response"].strip(), "ground_truth": rec["ground_truth"],

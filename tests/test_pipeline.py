@@ -78,6 +78,9 @@ def test_pipeline_through_local_server(tiny_profile):
     records = read_jsonl(out / "r.jsonl")
     records.append({**records[0], "id": "bad", "response": "Answer: -1"})  # a wrong "correction"
     pairs, skipped = pipeline.build_pairs(tiny_profile, tok, records)
+    # the Oracle file is in completion order (concurrency): pairs must not depend on it
+    assert pipeline.build_pairs(tiny_profile, tok, records[::-1]) == (pairs, skipped)
+    assert [p["id"] for p in pairs] == sorted(p["id"] for p in pairs)
     assert len(pairs) == 12 and skipped == {"correction not verified correct": 1}
     for p in pairs:
         assert 0 < p["change_ratio"] <= 1 and p["chosen"] != p["rejected"]
