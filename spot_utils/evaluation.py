@@ -37,6 +37,17 @@ def evaluate_profile(model, tokenizer, profile, examples, desc: str = "evaluate"
                     progress=progress, desc=desc)
 
 
+def greedy_accuracy(model, tokenizer, examples, max_new_tokens: int = 96, batch_size: int = 256) -> dict[str, float]:
+    """Greedy (temperature 0) accuracy per task family, keyed "probe/<task>": the training-time probe
+    behind the accuracy-across-steps curves (pretraining in notebook 00, post-training in 01/03)."""
+    outs = generate(model, [ex.question for ex in examples], temperature=0, max_new_tokens=max_new_tokens,
+                    batch_size=batch_size, tokenizer=tokenizer, progress=False)
+    correct: dict[str, list[bool]] = {}
+    for ex, (text,) in zip(examples, outs):
+        correct.setdefault(ex.task, []).append(world.grade(ex.task, text, ex.ground_truth)["correct"])
+    return {f"probe/{task}": sum(v) / len(v) for task, v in correct.items()}
+
+
 def accuracy_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Accuracy (%) per task and tier, averaged over samples (avg@n); Connect4 also per question."""
     cols = [c for c in ("correct", "own", "opponent") if c in rows]

@@ -99,8 +99,8 @@ def oracle_endpoint(profile: Profile, faults: dict | None = None):
     server = None
     if not o.base_url:
         os.environ[o.api_key_env] = secrets.token_urlsafe(16)
-        server = start_server(SymbolicOracle(o.symbolic_rewrite_rate, profile.seed), model_name=o.model, api_key=os.environ[o.api_key_env],
-                              faults=faults)
+        server = start_server(SymbolicOracle(o.symbolic_rewrite_rate, profile.seed), model_name=o.model,
+                              api_key=os.environ[o.api_key_env], faults=faults)
     client = OpenAIOracle(server.base_url if server else o.base_url, o.model, api_key_env=o.api_key_env,
                           max_concurrency=o.max_concurrency, max_retries=o.max_retries, stream=o.stream,
                           timeout=o.timeout_s)
@@ -133,10 +133,15 @@ def direct_requests(profile: Profile, errors: list[dict]) -> list[dict]:
     return out
 
 
+def by_id(records: list[dict]) -> list[dict]:
+    """Records in id order. Oracle reply files are in completion order, which concurrency makes vary
+    from run to run; everything built from them must not."""
+    return sorted(records, key=lambda r: str(r["id"]))
+
+
 def oracle_records(path: str | Path) -> list[dict]:
-    """The Oracle's replies sorted by id. The file itself is in completion order, which concurrency
-    makes vary from run to run; everything built from it must not."""
-    return sorted(read_jsonl(path), key=lambda r: str(r["id"]))
+    """The Oracle's replies, in id order (see by_id)."""
+    return by_id(read_jsonl(path))
 
 
 def build_pairs(profile: Profile, tokenizer, records: list[dict]) -> tuple[list[dict], Counter]:
@@ -144,7 +149,7 @@ def build_pairs(profile: Profile, tokenizer, records: list[dict]) -> tuple[list[
     answer is not verified correct, or that equals y-, is skipped and counted by reason, never
     silently dropped."""
     pairs, skipped = [], Counter()
-    for rec in sorted(records, key=lambda r: str(r["id"])):
+    for rec in by_id(records):
         chosen, rejected = rec["response"].strip(), rec["rejected"].strip()
         if not grade_answer(profile, chosen, rec["ground_truth"]):
             skipped["correction not verified correct"] += 1
@@ -169,7 +174,7 @@ def write_datasets(profile: Profile, pairs: list[dict], direct: list[dict], gamm
     out = data_dir(profile)
     kept, _ = filter_pairs(pairs, gamma)
     sft = []
-    for rec in sorted(direct, key=lambda r: str(r["id"])):
+    for rec in by_id(direct):
         if grade_answer(profile, rec["response"], rec["ground_truth"]):
             sft.append({"id": rec["id"], "prompt": rec["prompt"], "question": rec["question"],
                         "response": rec["response"].strip(), "ground_truth": rec["ground_truth"],

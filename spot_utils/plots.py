@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .config import REPO_ROOT, Profile  # noqa: E402
 
-COLORS = {"arithmetic": "#1f77b4", "skills": "#2ca02c", "connect4": "#d62728"}
+COLORS = {"arithmetic": "#1f77b4", "skill": "#2ca02c", "connect4": "#d62728"}  # by task name
 
 
 def figure_dir(profile: Profile) -> Path:
@@ -33,12 +33,11 @@ def plot_pretraining(history: list[dict], curriculum_steps: int = 0, title: str 
     """Left: response-token loss per task family. Right: greedy accuracy on the validation probe."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
     steps = [h["step"] for h in history]
-    for family, color in COLORS.items():
-        task = "skill" if family == "skills" else family
+    for task, color in COLORS.items():
         for ax, key in ((ax_loss, f"loss/{task}"), (ax_acc, f"probe/{task}")):
             pts = [(s, h[key] * (100 if ax is ax_acc else 1)) for s, h in zip(steps, history) if key in h]
             if pts:
-                ax.plot(*zip(*pts), label=family, color=color, marker="o" if ax is ax_acc else None)
+                ax.plot(*zip(*pts), label=task, color=color, marker="o" if ax is ax_acc else None)
     for ax in (ax_loss, ax_acc):
         if curriculum_steps:
             ax.axvspan(0, curriculum_steps, color="grey", alpha=0.12, label="skills-heavy start")

@@ -90,18 +90,6 @@ def task_micro_batches(examples, tokenizer) -> list[tuple[str, dict, int]]:
     return out
 
 
-def probe_accuracy(model, tokenizer, probe) -> dict[str, float]:
-    """Greedy accuracy per task family on the validation probe (for the pretraining curves)."""
-    from .generation import generate
-
-    outs = generate(model, [ex.question for ex in probe], temperature=0, max_new_tokens=96, batch_size=256,
-                    tokenizer=tokenizer, progress=False)
-    acc: dict[str, list[bool]] = {}
-    for ex, (text,) in zip(probe, outs):
-        acc.setdefault(ex.task, []).append(world.grade(ex.task, text, ex.ground_truth)["correct"])
-    return {f"probe/{task}": float(np.mean(v)) for task, v in acc.items()}
-
-
 def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) -> dict:
     """Train the tiny base model (or reuse the cached one) and return its metadata, which holds the
     loss and probe-accuracy curves. Model and tokenizer are saved with save_pretrained under
@@ -118,6 +106,8 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
             meta["reused"] = True
             return meta
 
+    from .evaluation import greedy_accuracy  # local: evaluation -> generation -> pretrain
+
     cfg, wcfg = profile.pretrain, profile.world
     torch.set_num_threads(cfg.threads)
     seed_everything(profile.seed)
@@ -128,7 +118,7 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
     exclude = {ex.question for ex in world.test_sets(wcfg, profile.seed)}
     probe = world.probe_sets(wcfg, profile.seed, cfg.probe_size, exclude) if cfg.probe_every else []
     seen = exclude | {ex.question for ex in probe}
-    curriculum = world.pretrain_stream(wcfg, cfg.curriculum_mix, profile.seed + 1, seen, connect4_pool=100)
+    curriculum = world.pretrain_stream(wcfg, cfg.curriculum_mix, profile.seed + 1, seen)
     stream = world.pretrain_stream(wcfg, cfg.mix, profile.seed, seen)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -158,7 +148,7 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
             row.update({f"loss/{task}": float(np.mean(v)) for task, v in running.items()})
             if probe and ((step + 1) % cfg.probe_every == 0 or last):
                 model.eval()
-                row.update(probe_accuracy(model, tokenizer, probe))
+                row.update(greedy_accuracy(model, tokenizer, probe))
                 model.train()
             history.append(row)
             running = {}

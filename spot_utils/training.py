@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import datasets
-import numpy as np
 import torch
 from datasets import Dataset
 from transformers import PrinterCallback, TrainerCallback
@@ -276,15 +275,9 @@ class ProbeCallback(TrainerCallback):
             self._probe(state, model, processing_class)
 
     def accuracy(self, model, tokenizer) -> dict[str, float]:
-        from .generation import generate
+        from .evaluation import greedy_accuracy
 
-        outs = generate(model, [ex.question for ex in self.examples], temperature=0,
-                        max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, tokenizer=tokenizer,
-                        progress=False)
-        correct: dict[str, list[bool]] = {}
-        for ex, (text,) in zip(self.examples, outs):
-            correct.setdefault(ex.task, []).append(world.grade(ex.task, text, ex.ground_truth)["correct"])
-        return {f"probe/{task}": float(np.mean(v)) for task, v in correct.items()}
+        return greedy_accuracy(model, tokenizer, self.examples, self.max_new_tokens, self.batch_size)
 
     def _probe(self, state, model, tokenizer):
         if not state.is_world_process_zero or not self.examples:

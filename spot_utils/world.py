@@ -99,11 +99,13 @@ def pretrain_stream(cfg: WorldConfig, mix: dict[str, float], seed: int, exclude:
                     connect4_pool: int = 20_000) -> Iterator[Example]:
     """An endless, seeded stream of training examples mixed by `mix`, skipping any question in `exclude`."""
     rng = random.Random(seed + PRETRAIN_SEED)
-    boards = [b for b in connect4.generate_instances(connect4_pool, seed + PRETRAIN_SEED,
-                                                     max_no_win_fraction=cfg.connect4_max_no_win_fraction)]
-    pool = [connect4_example(b, f"pre-c4-{i}") for i, b in enumerate(boards)]
-    pool = [ex for ex in pool if ex.question not in exclude]
     families = [f for f in ("arithmetic", "skills", "connect4") if mix.get(f, 0) > 0]
+    pool = []
+    if "connect4" in families:  # its own seed: building the pool never moves `rng`
+        boards = connect4.generate_instances(connect4_pool, seed + PRETRAIN_SEED,
+                                             max_no_win_fraction=cfg.connect4_max_no_win_fraction)
+        pool = [ex for i, b in enumerate(boards)
+                if (ex := connect4_example(b, f"pre-c4-{i}")).question not in exclude]
     weights = [mix[f] for f in families]
     i = 0
     while True:

@@ -3,6 +3,7 @@ local OpenAI-compatible server, through the real openai client (no mocks)."""
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -309,5 +310,10 @@ def test_server_loopback_only_and_clean_stop(env_key, tmp_path):
     assert not srv.running
     # nothing of ours survives stop(): no server thread, no request-handler threads
     # (tqdm's own progress-bar monitor is its business)
-    left = [t for t in set(threading.enumerate()) - before if type(t).__name__ != "TMonitor"]
-    assert left == []
+    def left():
+        return [t for t in set(threading.enumerate()) - before if type(t).__name__ != "TMonitor"]
+
+    deadline = time.monotonic() + 2.0  # a thread that is ending may still be alive for a moment
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left() == [], [(type(t).__name__, t.name) for t in left()]
