@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup reproduce test unit nbval bench figures clean distclean
+.PHONY: setup reproduce test unit nbval bench tune figures clean distclean
 
 setup: $(VENV)/.setup-done
 
@@ -52,6 +52,10 @@ nbval: setup
 
 bench: setup
 	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+# How the tiny profile's learning rates were chosen (about 25 minutes; tables in results/<profile>/).
+tune: setup
+	$(BIN)/python -m spot_utils.tuning --profile $(PROFILE)
 
 figures: reproduce
 

@@ -179,6 +179,16 @@ class TrainingConfig:
 
 
 @dataclass
+class ExperimentsConfig:
+    """The runs of notebooks 01 and 03 (spot_utils.experiments): seeds, parallel workers, the probe."""
+    seeds: list[int] = field(default_factory=lambda: [0])  # the key comparisons run once per seed
+    workers: int = 1                 # parallel training processes (tiny: 2 single-thread runs beat one 2-thread run)
+    probe_every: int = 0             # greedy validation probe every N optimizer steps (0: off); Fig. 2
+    probe_size: int = 16             # probe examples per arithmetic tier and per skill
+    _positive = ("workers", "probe_size")
+
+
+@dataclass
 class Profile:
     name: str
     seed: int = 0
@@ -190,6 +200,7 @@ class Profile:
     eval: EvalConfig = field(default_factory=EvalConfig)
     rectification: RectificationConfig = field(default_factory=RectificationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
     source_file: str = ""            # set by the loader, not read from YAML
 
     @property
@@ -335,6 +346,9 @@ def _check_values(obj, path: Path, lines: dict, prefix: str) -> None:
         raise ConfigError(f"{_where(path, lines, prefix + 'gamma')}: gamma must be in [0, 1], got {obj.gamma!r}")
     if isinstance(obj, TrainingConfig):
         _check_training(obj, path, lines, prefix)
+    if isinstance(obj, ExperimentsConfig) and (not obj.seeds or obj.probe_every < 0):
+        raise ConfigError(f"{_where(path, lines, prefix + 'seeds')}: experiments need at least one seed "
+                          f"and probe_every >= 0 (got seeds={obj.seeds}, probe_every={obj.probe_every})")
     if isinstance(obj, PretrainConfig):
         for key in ("mix", "curriculum_mix"):
             mix = getattr(obj, key)

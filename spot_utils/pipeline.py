@@ -66,12 +66,15 @@ def elicitation_questions(profile: Profile) -> list[dict]:
             for i, row in enumerate(ds)]
 
 
-def elicit(profile: Profile, model, tokenizer, questions: list[dict], progress: bool = True) -> dict:
-    """Sample the policy on every question, grade each answer, write errors.jsonl and correct.jsonl."""
+def elicit(profile: Profile, model, tokenizer, questions: list[dict], progress: bool = True,
+           temperature: float | None = None, out: Path | None = None) -> dict:
+    """Sample the policy on every question, grade each answer, write errors.jsonl and correct.jsonl
+    (to `out`, default the profile's data dir; `temperature` overrides the profile's for analyses)."""
     g, r = profile.generation, profile.rectification
+    temperature = g.temperature if temperature is None else temperature
     prompts = [q["question"] for q in questions]
     outs = generate(model if profile.is_tiny else profile.model.name_or_path, prompts, backend=g.backend,
-                    n=r.samples_per_question, temperature=g.temperature, top_p=g.top_p,
+                    n=r.samples_per_question, temperature=temperature, top_p=g.top_p,
                     max_new_tokens=g.max_new_tokens, seed=profile.seed, batch_size=g.batch_size,
                     tokenizer=tokenizer, enable_thinking=profile.model.enable_thinking,
                     tensor_parallel_size=g.tensor_parallel_size, progress=progress, desc="elicit")
@@ -82,7 +85,7 @@ def elicit(profile: Profile, model, tokenizer, questions: list[dict], progress: 
                    "ground_truth": q["ground_truth"], "tier": q["tier"],
                    "prompt": prompt_text(tokenizer, q["question"], enable_thinking=profile.model.enable_thinking)}
             (correct if grade_answer(profile, text, q["ground_truth"]) else errors).append(rec)
-    out = data_dir(profile)
+    out = data_dir(profile) if out is None else Path(out)
     write_jsonl(out / "errors.jsonl", errors)
     write_jsonl(out / "correct.jsonl", correct)
     return {"samples": len(errors) + len(correct), "errors": len(errors), "correct": len(correct),

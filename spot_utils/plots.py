@@ -90,3 +90,75 @@ def pair_html(tokenizer, rejected: str, chosen: str) -> str:
     return ("<table><tr><th>y- (the policy's wrong answer)</th><th>y+ (the Oracle's minimal edit)</th></tr><tr>"
             + cell.format(marked(rejected, chosen, "#f4b6b6")) + cell.format(marked(chosen, rejected, "#b6e3b6"))
             + "</tr></table>")
+
+
+# -----------------------------------------------------------------------------
+# post-training (notebooks 01 and 03)
+
+METHOD_COLORS = {"sft": "#7f7f7f", "rft": "#8c564b", "sft_plus": "#d62728", "dft": "#e377c2", "dpo": "#1f77b4",
+                 "reward_sft": "#ff7f0e", "spot_bce": "#17becf", "spot_bco": "#2ca02c"}
+METHOD_LABELS = {"sft": "SFT", "rft": "RFT", "sft_plus": "SFT+", "dft": "DFT", "dpo": "DPO",
+                 "reward_sft": "Reward-SFT", "spot_bce": "SPoT-BCE", "spot_bco": "SPoT-BCO"}
+
+
+def plot_tether(r_marked: float = 10.0, observed=None, title: str = "The elastic tether of Eq. 6"):
+    """lambda(r) = 1 - sigmoid(r), the factor that scales Reward-SFT's gradient against SFT's constant 1,
+    with the paper's example r = 10 marked and, optionally, a histogram of observed rewards."""
+    import numpy as np
+    import torch
+
+    from .losses import tether
+
+    r = np.linspace(-6, 14, 400)
+    lam = tether(torch.tensor(r)).numpy()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(r, lam, color="#ff7f0e", label=r"Reward-SFT: $\lambda(r) = 1-\sigma(r)$")
+    ax.axhline(1.0, color="#d62728", ls="--", label="SFT: 1 (no tether)")
+    lam_mark = float(tether(torch.tensor(r_marked, dtype=torch.float64)))
+    ax.scatter([r_marked], [lam_mark], color="k", zorder=3)
+    ax.annotate(f"r = {r_marked:g}: lambda = {lam_mark:.1e}\n({1 / lam_mark:,.0f}x smaller than SFT)",
+                (r_marked, lam_mark), textcoords="offset points", xytext=(-150, 40), fontsize=8,
+                arrowprops={"arrowstyle": "->"})
+    if observed is not None and len(observed):
+        ax2 = ax.twinx()
+        ax2.hist(observed, bins=30, color="grey", alpha=0.3)
+        ax2.set_ylabel("pairs (observed rewards)", color="grey")
+    ax.set_yscale("log")
+    ax.set_xlabel("implicit reward r(x, y+)")
+    ax.set_ylabel("gradient scale")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_over_steps(curves, panels, title: str = "", ncols: int | None = None, base: dict | None = None,
+                    ylims: dict | None = None):
+    """One panel per (key, ylabel) in `panels`. `curves` is a frame with columns method, seed, step and
+    one column per key (see experiments.curves); each method is its mean over seeds with the min-max
+    band. `base` maps a key to the base model's value (a dotted line); `ylims` a key to (low, high)."""
+    ncols = ncols or len(panels)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), squeeze=False)
+    for ax, (key, ylabel) in zip(axes.flat, panels):
+        for method, g in curves.dropna(subset=[key]).groupby("method", sort=False):
+            stats = g.groupby("step")[key].agg(["mean", "min", "max"])
+            color = METHOD_COLORS.get(method)
+            ax.plot(stats.index, stats["mean"], color=color, label=METHOD_LABELS.get(method, method), marker=".")
+            if g.seed.nunique() > 1:
+                ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15)
+        if base and key in base:
+            ax.axhline(base[key], color="k", ls=":", lw=1, label="base")
+        if ylims and key in ylims:
+            ax.set_ylim(*ylims[key])
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -29,7 +29,9 @@ where the script calls `train(...)`; the profile's `training.deepspeed` names th
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,12 +127,13 @@ class SPoTTrainer(DPOTrainer):
     """
 
     def __init__(self, *args, method: str, paired: bool = True, delta_mode: str = "cumulative",
-                 delta_momentum: float = 0.9, **kwargs):
+                 delta_momentum: float = 0.9, ref_cache_dir: str | Path | None = None, **kwargs):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
         if not kwargs["args"].precompute_ref_log_probs:
             raise ValueError("SPoTTrainer reads reference log-probs from the batch: set precompute_ref_log_probs=True")
         self.method, self.paired = method, paired
+        self.ref_cache_dir = Path(ref_cache_dir) if ref_cache_dir else None
         self.delta = losses.RunningMean(delta_mode, delta_momentum) if method == "spot_bco" else None
         self.delta_trace: list[dict] = []       # one row per delta update (this train() call)
         self._step_rewards: list[torch.Tensor] = []  # this optimizer step's training rewards so far
@@ -205,6 +208,35 @@ class SPoTTrainer(DPOTrainer):
         m["logps/rejected"].append(gather(rejected_logps.detach()).mean().item())
         if mode == "train" and self.delta is not None:
             self._step_rewards.append(torch.cat([r_pos, r_neg]).double())
+
+    # --- reference log-probs: one pass per (reference weights, data), shared across runs -----
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        """TRL's reference pass, cached on disk when `ref_cache_dir` is set. Every method and seed of
+        notebooks 01/03 trains from the same base on the same pairs, so the pass (as long as a third
+        of a tiny run) is done once. The key holds the reference weights (TRL's own hash), the
+        tokenised data, the batch size and the thread count: the cached numbers are bit-identical to
+        what this run would compute."""
+        if self.ref_cache_dir is None:
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        columns = [c for c in ("prompt_ids", "chosen_ids", "rejected_ids", "input_ids") if c in dataset.column_names]
+        h = hashlib.sha256(f"{self._precompute_model_hash}|{batch_size}|{torch.get_num_threads()}".encode())
+        table = dataset.select_columns(columns)[:]  # a dict of plain lists
+        for column in columns:
+            h.update(json.dumps(table[column]).encode())
+        path = self.ref_cache_dir / f"{h.hexdigest()[:20]}.pt"
+        if path.exists():
+            cached = torch.load(path)
+            return dataset.add_column("ref_chosen_logps", cached["chosen"].tolist()).add_column(
+                "ref_rejected_logps", cached["rejected"].tolist())
+        out = super()._precompute_ref_logps(dataset, name, batch_size)
+        if self.args.should_save:
+            self.ref_cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")  # atomic: two workers may write the same key
+            torch.save({"chosen": torch.tensor(out["ref_chosen_logps"]),
+                        "rejected": torch.tensor(out["ref_rejected_logps"])}, tmp)
+            tmp.replace(path)
+        return out
 
     # --- delta: once per optimizer step, saved with checkpoints ----------------------------
 
@@ -324,6 +356,7 @@ def trainer_settings(method: str, profile: Profile) -> dict[str, Any]:
         # the tiny profile must be bit-reproducible; full determinism costs speed on GPUs
         "full_determinism": profile.is_tiny,
         "dataloader_num_workers": 0,
+        "dataloader_pin_memory": torch.cuda.is_available(),  # pinning is a GPU-only speed-up
         "report_to": "none",
     }
 
@@ -351,7 +384,7 @@ class TrainResult:
 
 def build_trainer(method: str, data, profile: Profile, output_dir: str | Path, model=None, tokenizer=None,
                   callbacks: Sequence[TrainerCallback] = (), seed: int | None = None,
-                  progress: bool = True) -> SPoTTrainer:
+                  progress: bool = True, ref_cache_dir: str | Path | None = None) -> SPoTTrainer:
     """The SPoTTrainer `train` runs, with reference log-probs already precomputed (for inspection)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
@@ -368,7 +401,7 @@ def build_trainer(method: str, data, profile: Profile, output_dir: str | Path, m
         trainer = SPoTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                               callbacks=list(callbacks), method=method, paired=paired,
                               delta_mode=profile.training.delta_mode,
-                              delta_momentum=profile.training.delta_momentum)
+                              delta_momentum=profile.training.delta_momentum, ref_cache_dir=ref_cache_dir)
     if not progress:
         trainer.remove_callback(PrinterCallback)  # it prints every log dict when tqdm is off
     return trainer
@@ -376,7 +409,7 @@ def build_trainer(method: str, data, profile: Profile, output_dir: str | Path, m
 
 def train(method: str, data, profile: Profile, output_dir: str | Path, model=None, tokenizer=None,
           resume_from_checkpoint: str | bool | None = None, callbacks: Sequence[TrainerCallback] = (),
-          seed: int | None = None, progress: bool = True) -> TrainResult:
+          seed: int | None = None, progress: bool = True, ref_cache_dir: str | Path | None = None) -> TrainResult:
     """Train `method` on `data` (a JSONL path or a list of records) and save the final model to
     <output_dir>/final, with spot_train.json (config, delta state, log history) beside it.
 
@@ -386,8 +419,10 @@ def train(method: str, data, profile: Profile, output_dir: str | Path, model=Non
     checkpoint (pass the same base model and data). Checkpoints go to <output_dir>/checkpoint-N
     every `training.save_steps` steps; `resume_from_checkpoint` takes such a folder (or True for
     the last one). Same seed, data and profile give the same weights (full determinism on tiny).
+    `ref_cache_dir` keeps the reference log-probs on disk for the next run on the same base and data.
     """
-    trainer = build_trainer(method, data, profile, output_dir, model, tokenizer, callbacks, seed, progress)
+    trainer = build_trainer(method, data, profile, output_dir, model, tokenizer, callbacks, seed, progress,
+                            ref_cache_dir)
     with _quiet_datasets(not progress):
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
 

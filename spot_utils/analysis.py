@@ -1,0 +1,106 @@
+"""Measurements behind the paper's analysis (Sec. 3-4): the gradient identity of Eq. 6 on a real
+model, and where an update lands, token by token (shared prefix vs divergent tokens).
+
+Token conventions follow the trainer (TRL): a completion is scored on its own tokens plus the end
+token, given the chat-formatted prompt; log-probs are summed over those tokens (Eq. 3).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from . import losses
+
+
+def _encode(tokenizer, prompt: str, completion: str) -> tuple[list[int], int]:
+    p = tokenizer.encode(prompt, add_special_tokens=False)
+    c = tokenizer.encode(completion, add_special_tokens=False) + [tokenizer.eos_token_id]
+    return p + c, len(p)
+
+
+def token_logps(model, tokenizer, prompt: str, completion: str) -> torch.Tensor:
+    """log pi(y_t | x, y_<t) for every completion token (and the end token), with gradients if enabled."""
+    ids, n_prompt = _encode(tokenizer, prompt, completion)
+    ids_t = torch.tensor([ids], device=model.device)
+    logits = model(input_ids=ids_t, use_cache=False).logits[0, :-1]
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float64 stays float64 (Eq. 6 check)
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, ids_t[0, 1:, None])[:, 0]
+    return logp[n_prompt - 1:]
+
+
+def common_prefix_tokens(tokenizer, a: str, b: str) -> int:
+    """How many leading completion tokens a and b share (the rest is "divergent")."""
+    ta, tb = tokenizer.encode(a, add_special_tokens=False), tokenizer.encode(b, add_special_tokens=False)
+    n = 0
+    while n < min(len(ta), len(tb)) and ta[n] == tb[n]:
+        n += 1
+    return n
+
+
+# -----------------------------------------------------------------------------
+# Eq. 6: the Reward-SFT gradient is the SFT gradient scaled by the tether
+
+
+def gradient_identity(policy, reference, tokenizer, pairs: Sequence[dict], beta: float) -> pd.DataFrame:
+    """For each pair, compare with autograd (float64):
+        g_rw  = grad of  -log sigmoid(r(x, y+))            (Reward-SFT, Eq. 5)
+        g_sft = grad of  -log pi(y+|x)                      (SFT, Eq. 2)
+    Eq. 6 says g_rw = (1 - sigmoid(r)) * beta * g_sft. Returns r, lambda = 1 - sigmoid(r), the largest
+    deviation from the identity (L2 over all parameters) and the relative error, per example."""
+    policy, reference = policy.double().eval(), reference.double().eval()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    rows = []
+    for pair in pairs:
+        with torch.no_grad():
+            ref_logp = token_logps(reference, tokenizer, pair["prompt"], pair["chosen"]).sum()
+        logp = token_logps(policy, tokenizer, pair["prompt"], pair["chosen"]).sum()
+        r = losses.implicit_reward(logp, ref_logp, beta)
+        g_rw = torch.autograd.grad(-torch.nn.functional.logsigmoid(r), params, retain_graph=True)
+        g_sft = torch.autograd.grad(-logp, params)
+        lam = float(losses.tether(r.detach()))
+        dev = sum(float((a - lam * beta * b).pow(2).sum()) for a, b in zip(g_rw, g_sft)) ** 0.5
+        norm_sft = sum(float(b.pow(2).sum()) for b in g_sft) ** 0.5
+        rows.append({"id": pair["id"], "r": float(r.detach()), "lambda": lam, "|g_sft|": norm_sft,
+                     "|g_rw - lambda beta g_sft|": dev, "rel_err": dev / max(lam * beta * norm_sft, 1e-300)})
+    policy.float(), reference.float()
+    return pd.DataFrame(rows)
+
+
+# -----------------------------------------------------------------------------
+# where the update lands: shared prefix vs divergent tokens (Sec. 4.5), and the pull-up (Fig. 4)
+
+
+@torch.no_grad()
+def logp_change_by_region(policy, reference, tokenizer, pairs: Sequence[dict]) -> pd.DataFrame:
+    """Per pair and per response (y+ / y-), the change of log pi summed over
+      shared   the completion tokens before y+ and y- first differ (same context, same token in both),
+      diverg.  every token from the first difference on (including the end token),
+    plus the per-token means. Summed over both regions this is r / beta, the implicit reward (Eq. 3)."""
+    policy, reference = policy.eval(), reference.eval()
+    rows = []
+    for pair in pairs:
+        shared = common_prefix_tokens(tokenizer, pair["chosen"], pair["rejected"])
+        for side, key in (("y+", "chosen"), ("y-", "rejected")):
+            new = token_logps(policy, tokenizer, pair["prompt"], pair[key])
+            old = token_logps(reference, tokenizer, pair["prompt"], pair[key])
+            diff = new - old
+            rows.append({"id": pair["id"], "response": side, "shared_tokens": shared,
+                         "divergent_tokens": len(diff) - shared,
+                         "ref_logp_shared": float(old[:shared].sum()), "ref_logp_divergent": float(old[shared:].sum()),
+                         "change_shared": float(diff[:shared].sum()), "change_divergent": float(diff[shared:].sum()),
+                         "change_total": float(diff.sum())})
+    return pd.DataFrame(rows)
+
+
+def region_summary(changes: pd.DataFrame) -> pd.DataFrame:
+    """Mean change of log pi per pair and per token, by response and region."""
+    out = {}
+    for side, g in changes.groupby("response", sort=False):
+        out[side] = {"shared (sum)": g.change_shared.mean(), "divergent (sum)": g.change_divergent.mean(),
+                     "total (sum)": g.change_total.mean(),
+                     "shared (per token)": g.change_shared.sum() / max(1, g.shared_tokens.sum()),
+                     "divergent (per token)": g.change_divergent.sum() / max(1, g.divergent_tokens.sum()),
+                     "ref log p per shared token": g.ref_logp_shared.sum() / max(1, g.shared_tokens.sum())}
+    return pd.DataFrame(out).T

@@ -1,0 +1,405 @@
+"""The runs behind notebooks 01 and 03 (Tables 1-3): equal-budget data sets and a cached grid of runs.
+
+    sets = table_datasets(profile)                       # data set name -> JSONL path (written once)
+    specs = [RunSpec("spot_bco", "pairs", seed) for seed in profile.experiments.seeds]
+    summary = run_grid(profile, specs)                   # trains + evaluates what is not cached yet
+
+Every method trains on the same number of examples (DESIGN section 6), the size of the rectified pair
+set at gamma (1,626 on tiny). The data sets, all drawn from notebook 02's output in runs/<profile>/data:
+  pairs         y+ = the Oracle's minimal edit, y- = the model's error, change ratio <= gamma   (SPoT, DPO, ...)
+  sft_direct    the Oracle's direct answers to the SAME questions                                (SFT)
+  correct       the model's own correct answers, subsampled to the budget                         (RFT)
+  direct_pairs  the pairs with y+ replaced by the Oracle's direct answer         (Table 3: direct vs rectified)
+  half          a seeded half of the pairs                                        (Table 3: half vs full)
+  gamma1        the unfiltered pairs (gamma = 1.0) subsampled to the budget       (Table 3: gamma at equal size)
+
+A run = (method, data set, seed[, beta, lr]). Its model, training log and test-set evaluation live in
+runs/<profile>/train/<name>/seed<k>/ and are reused while the key (profile sections, base weights,
+data file, thread count) is unchanged. On the tiny profile two single-thread runs go in parallel
+(`experiments.workers`); each run is deterministic for its thread count.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .config import Profile
+from .data import read_jsonl, write_jsonl
+
+PAIR_DATA = ("pairs", "direct_pairs", "half", "gamma1")
+METHOD_DATA = {"sft": "sft_direct", "rft": "correct", "sft_plus": "pairs", "dft": "pairs", "dpo": "pairs",
+               "reward_sft": "pairs", "spot_bce": "pairs", "spot_bco": "pairs"}  # each method's Table 1-2 data
+RUN_FILE = "spot_run.json"
+
+
+# -----------------------------------------------------------------------------
+# data sets of Tables 1-3
+
+
+def table_datasets(profile: Profile) -> dict[str, Path]:
+    """Write the equal-budget data sets (see the module docstring) and return name -> path.
+    Subsamples are seeded by the profile seed, so every run sees the same examples."""
+    src = profile.runs / "data"
+    pairs_path = src / f"pairs_gamma{profile.rectification.gamma:g}.jsonl"
+    needed = [pairs_path, src / "pairs_all.jsonl", src / "sft_direct.jsonl", src / "correct.jsonl"]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"missing {', '.join(missing)}: run notebooks/02_oracle_rectification.ipynb first")
+    pairs = read_jsonl(pairs_path)
+    budget = len(pairs)
+    direct = {r["id"]: r for r in read_jsonl(src / "sft_direct.jsonl")}
+    rng = random.Random(profile.seed)
+
+    sets = {
+        "pairs": pairs,
+        # SFT learns the Oracle's own style on exactly the questions SPoT sees (a question without a
+        # verified direct answer is skipped and counted in the table's `n`)
+        "sft_direct": [direct[p["id"]] for p in pairs if p["id"] in direct],
+        "correct": _subsample(read_jsonl(src / "correct.jsonl"), budget, rng),
+        "direct_pairs": [{**p, "chosen": direct[p["id"]]["response"], "source": "oracle_direct"}
+                         for p in pairs if p["id"] in direct],
+        "half": _subsample(pairs, budget // 2, rng),
+        "gamma1": _subsample(read_jsonl(src / "pairs_all.jsonl"), budget, rng),
+    }
+    out = src / "tables"
+    paths = {}
+    for name, records in sets.items():
+        path = out / f"{name}.jsonl"
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)  # write_jsonl's format
+        if not path.exists() or path.read_text() != text:  # rewrite only on change: keeps the file hashes stable
+            write_jsonl(path, records)
+        paths[name] = path
+    return paths
+
+
+def _subsample(records: list[dict], k: int, rng: random.Random) -> list[dict]:
+    """k records in their original (id) order; all of them if there are fewer than k."""
+    keep = sorted(rng.sample(range(len(records)), min(k, len(records))))
+    return [records[i] for i in keep]
+
+
+# -----------------------------------------------------------------------------
+# one run
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str
+    data: str                   # a key of table_datasets()
+    seed: int = 0
+    beta: float | None = None   # None: the profile's value
+    lr: float | None = None     # None: the profile's value for this method
+
+    @property
+    def name(self) -> str:
+        name = f"{self.method}@{self.data}"
+        if self.beta is not None:
+            name += f"_beta{self.beta:g}"
+        if self.lr is not None:
+            name += f"_lr{self.lr:g}"
+        return name
+
+    def profile(self, profile: Profile) -> Profile:
+        """The profile with this run's beta / lr overrides applied."""
+        t = profile.training
+        lr = {**t.lr, self.method: self.lr} if self.lr is not None else t.lr
+        beta = self.beta if self.beta is not None else t.beta
+        return replace(profile, training=replace(t, lr=lr, beta=beta))
+
+
+def run_dir(profile: Profile, spec: RunSpec, group: str = "train") -> Path:
+    return profile.runs / group / spec.name / f"seed{spec.seed}"
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def run_key(profile: Profile, spec: RunSpec, data_path: Path, threads: int, split: str = "test") -> str:
+    """Everything a run's result depends on."""
+    from .pretrain import base_config_hash
+
+    p = spec.profile(profile)
+    parts = [json.dumps(asdict(spec), sort_keys=True), p.section_hash("training", "experiments", "generation", "eval",
+                                                                      "world"),
+             base_config_hash(profile), _file_hash(data_path), str(threads), split]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def load_run(profile: Profile, spec: RunSpec, group: str = "train") -> dict:
+    """The summary of a finished run (as written by run_one), with its folder."""
+    path = run_dir(profile, spec, group) / RUN_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run notebooks/03_spot_training.ipynb (or run_grid) first")
+    return json.loads(path.read_text())
+
+
+def eval_rows(profile: Profile, spec: RunSpec, group: str = "train") -> pd.DataFrame:
+    """Per-example test-set grades of a finished run (evaluation.evaluate rows)."""
+    return pd.read_csv(run_dir(profile, spec, group) / "eval_test.csv")
+
+
+def evaluation_set(profile: Profile, split: str) -> list:
+    """"test": the held-out test sets (tables). "val": a validation set for tuning (in-domain training
+    tiers and skills, 100 each, from the probe seed, never a test question): hyperparameters are chosen
+    on it, never on the test sets."""
+    from . import world
+
+    tests = world.test_sets(profile.world, profile.seed)
+    if split == "test":
+        return tests
+    if split == "val":
+        exclude = {ex.question for ex in tests}
+        return [ex for ex in world.probe_sets(profile.world, profile.seed, 100, exclude) if ex.task != "connect4"]
+    raise ValueError(f"unknown split {split!r}; use 'test' or 'val'")
+
+
+def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int | None = None,
+            progress: bool = False, split: str = "test") -> dict:
+    """Train one run (unless cached), evaluate it on `split`, return its summary."""
+    import torch
+
+    from . import evaluation, training, world
+    from .pretrain import load_base
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    paths = table_datasets(profile)
+    if spec.data not in paths:
+        raise ValueError(f"unknown data set {spec.data!r}; known: {', '.join(paths)}")
+    folder = run_dir(profile, spec, group)
+    summary = _cached(profile, spec, group, threads, split)
+    if summary is not None:
+        return summary
+
+    p = spec.profile(profile)
+    model, tokenizer = load_base(profile) if profile.is_tiny else training._load_policy(profile)
+    tests = world.test_sets(profile.world, profile.seed)
+    callbacks = []
+    if profile.experiments.probe_every:
+        probe = [ex for ex in world.probe_sets(profile.world, profile.seed, profile.experiments.probe_size,
+                                               {ex.question for ex in tests}) if ex.task != "connect4"]
+        callbacks.append(training.ProbeCallback(probe, profile.experiments.probe_every,
+                                                profile.generation.max_new_tokens))
+    start = time.time()
+    result = training.train(spec.method, paths[spec.data], p, folder, model=model, tokenizer=tokenizer,
+                            callbacks=callbacks, seed=spec.seed, progress=progress,
+                            ref_cache_dir=profile.runs / "cache" / "ref_logps")
+    train_seconds = time.time() - start
+
+    from .modeling import load_model
+    if profile.is_tiny:
+        trained, tok = load_model(result.model_dir)
+        rows = evaluation.evaluate_profile(trained, tok, profile, evaluation_set(profile, split), progress=False)
+        rows.to_csv(folder / f"eval_{split}.csv", index=False)
+        scores = evaluation.headline(rows)
+    else:  # the paper's nine suites are evaluated with vLLM on the saved model: spot_utils.paper_suites
+        scores = {}
+    summary = {"key": run_key(profile, spec, paths[spec.data], threads, split), "name": spec.name, **asdict(spec),
+               "split": split, "threads": threads,
+               "examples": len(read_jsonl(paths[spec.data])), "steps": result.global_step,
+               "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.time() - start - train_seconds, 1),
+               "headline": scores, "delta": result.delta, "delta_trace": result.delta_trace,
+               "log_history": result.log_history, "model_dir": str(result.model_dir)}
+    (folder / RUN_FILE).write_text(json.dumps(summary, indent=1, default=float))
+    return summary
+
+
+def _worker(args) -> dict:
+    """One run in a spawned process. Its own output (library warnings, loading bars) goes to
+    <run dir>/worker.log instead of the notebook, which shows one bar for the whole grid."""
+    profile, spec, group, split = args
+    os.environ["TQDM_DISABLE"] = "1"
+    folder = run_dir(profile, spec, group)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "worker.log", "w") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        return run_one(profile, spec, group, threads=1, split=split)
+
+
+# -----------------------------------------------------------------------------
+# the grid
+
+
+def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", workers: int | None = None,
+             progress: bool = True, split: str = "test") -> pd.DataFrame:
+    """Run every spec (cached ones return at once) and return one summary row per run, in spec order.
+
+    With workers > 1 each run is a single-thread process (spawned, so no state leaks between runs);
+    workers = 1 runs in this process with its thread count.
+    """
+    workers = profile.experiments.workers if workers is None else workers
+    table_datasets(profile)  # write the data sets once, before any worker reads them
+    if not profile.is_tiny:
+        missing = [s for s in specs if _cached(profile, s, group, 1, split) is None
+                   and not (run_dir(profile, s, group) / RUN_FILE).exists()]
+        if missing:  # 8B runs are launched on a GPU box, one accelerate job per run, not from a notebook
+            s = missing[0]
+            raise RuntimeError(
+                f"{len(missing)} run(s) of profile {profile.name!r} are not trained yet, e.g. {s.name} seed {s.seed}. "
+                f"On a GPU box: accelerate launch --config_file configs/accelerate_zero2.yaml -m spot_utils.experiments "
+                f"--profile {profile.name} --method {s.method} --data {s.data} --seed {s.seed}")
+        return summaries_frame([json.loads((run_dir(profile, s, group) / RUN_FILE).read_text()) for s in specs])
+    results: dict[RunSpec, dict] = {}
+    bar = tqdm(total=len(specs), desc="runs", disable=not progress, mininterval=1.0)
+    if workers <= 1:
+        for spec in specs:
+            results[spec] = run_one(profile, spec, group, split=split)
+            bar.update()
+    else:
+        todo = []
+        for spec in specs:  # cached runs are read here, without starting a process
+            results[spec] = _cached(profile, spec, group, 1, split)
+            if results[spec] is None:
+                todo.append(spec)
+            else:
+                bar.update()
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_worker, (profile, spec, group, split)): spec for spec in todo}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.update()
+    bar.close()
+    return summaries_frame([results[s] for s in specs])
+
+
+def _cached(profile: Profile, spec: RunSpec, group: str, threads: int, split: str) -> dict | None:
+    path = run_dir(profile, spec, group) / RUN_FILE
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    key = run_key(profile, spec, table_datasets(profile)[spec.data], threads, split)
+    return summary if summary.get("key") == key else None
+
+
+def summaries_frame(summaries: list[dict]) -> pd.DataFrame:
+    """One row per run: name, method, data, seed, steps, times and the headline accuracies."""
+    rows = []
+    for s in summaries:
+        rows.append({"name": s["name"], "method": s["method"], "data": s["data"], "seed": s["seed"],
+                     "beta": s["beta"], "lr": s["lr"], "examples": s["examples"], "steps": s["steps"],
+                     "train_s": s["train_seconds"], "eval_s": s["eval_seconds"], **s["headline"]})
+    return pd.DataFrame(rows)
+
+
+def mean_and_spread(frame: pd.DataFrame, by: str = "name", columns=("In-domain Avg", "OOD Avg", "IF",
+                                                                     "Overall Avg")) -> pd.DataFrame:
+    """Mean and standard deviation over seeds, as "mean ± sd" strings (sd over n seeds, ddof 1)."""
+    g = frame.groupby(by, sort=False)[list(columns)]
+    mean, sd, n = g.mean(), g.std(ddof=1).fillna(0.0), g.size()
+    out = mean.round(1).astype(str) + " ± " + sd.round(1).astype(str)
+    out["seeds"] = n
+    return out
+
+
+def curves(summaries: list[dict], keys=("loss", "rewards/chosen", "rewards/rejected", "delta", "probe/skill",
+                                        "probe/arithmetic")) -> pd.DataFrame:
+    """The logged metrics of runs as one long frame: method, name, seed, step and one column per key
+    (probe accuracies in %). Rows of a run's log that hold none of the keys are left out."""
+    rows = []
+    for s in summaries:
+        for log in s["log_history"]:
+            values = {k: log[k] * (100 if k.startswith("probe/") else 1) for k in keys if k in log}
+            if values:
+                rows.append({"method": s["method"], "name": s["name"], "seed": s["seed"], "step": log["step"],
+                             **values})
+    frame = pd.DataFrame(rows)
+    # TRL logs and probe rows share steps: one row per (run, step)
+    return frame.groupby(["method", "name", "seed", "step"], sort=False, as_index=False).first()
+
+
+def forget_runs(profile: Profile, specs: list[RunSpec], group: str = "train") -> None:
+    """Delete the runs' folders, so the next run_grid trains them again (the notebooks' force=True)."""
+    import shutil
+
+    for spec in specs:
+        shutil.rmtree(run_dir(profile, spec, group), ignore_errors=True)
+
+
+def base_headline(profile: Profile) -> dict[str, float]:
+    """The base model's headline accuracies on the test sets, from notebook 00's evaluation."""
+    from .evaluation import headline
+    from .pretrain import base_dir
+
+    path = base_dir(profile) / "eval_rows.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run notebooks/00_setup_and_base_model.ipynb first")
+    return headline(pd.read_csv(path))
+
+
+def train_once(profile: Profile, method: str, data_path: Path, out_dir: Path, seed: int = 0) -> dict:
+    """Train `method` on any JSONL file (an analysis outside the table grid), in this process, cached
+    in out_dir by the same kind of key as run_grid's runs. Returns model_dir and log_history."""
+    import torch
+
+    from . import training
+    from .pretrain import base_config_hash, load_base
+
+    out_dir = Path(out_dir)
+    key = hashlib.sha256("|".join([method, str(seed), profile.section_hash("training"), base_config_hash(profile),
+                                   _file_hash(data_path), str(torch.get_num_threads())]).encode()).hexdigest()[:16]
+    path = out_dir / RUN_FILE
+    if path.exists() and json.loads(path.read_text()).get("key") == key:
+        return json.loads(path.read_text())
+    model, tokenizer = load_base(profile)
+    result = training.train(method, data_path, profile, out_dir, model=model, tokenizer=tokenizer, seed=seed,
+                            progress=False, ref_cache_dir=profile.runs / "cache" / "ref_logps")
+    summary = {"key": key, "method": method, "seed": seed, "model_dir": str(result.model_dir),
+               "log_history": result.log_history, "steps": result.global_step}
+    path.write_text(json.dumps(summary, indent=1, default=float))
+    return summary
+
+
+# -----------------------------------------------------------------------------
+# the runs of Tables 1-3
+
+TABLE_1 = (("sft", "sft_direct"), ("rft", "correct"), ("sft_plus", "pairs"), ("spot_bco", "pairs"))
+TABLE_2 = (("spot_bco", "pairs"), ("spot_bce", "pairs"), ("dpo", "pairs"), ("reward_sft", "pairs"), ("dft", "pairs"))
+TABLE_3 = (("spot_bco", "direct_pairs"), ("spot_bco", "pairs"), ("spot_bco", "half"), ("spot_bco", "gamma1"))
+KEY_METHODS = ("sft", "rft", "sft_plus", "dpo", "reward_sft", "spot_bce", "spot_bco")  # the claims: every seed
+
+
+def table_specs(profile: Profile) -> list[RunSpec]:
+    """Every run of Tables 1-3: the methods behind the paper's claims on every seed of the profile,
+    DFT and the data ablations of Table 3 on the first seed (the CPU budget of the tiny profile)."""
+    seeds = profile.experiments.seeds
+    specs = []
+    for method, data in dict.fromkeys(TABLE_1 + TABLE_2 + TABLE_3):
+        for seed in (seeds if method in KEY_METHODS and data == METHOD_DATA[method] else seeds[:1]):
+            specs.append(RunSpec(method, data, seed))
+    return specs
+
+
+def main(argv=None) -> None:
+    """One run from the command line: `python -m spot_utils.experiments --method spot_bco --data pairs`.
+    Under `accelerate launch` (paper profile) every process trains; the main process evaluates."""
+    import argparse
+
+    from .config import load_profile
+
+    parser = argparse.ArgumentParser(description="train and evaluate one run of Tables 1-3")
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--data", default=None, help="a data set of table_datasets (default: the method's own)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    profile = load_profile(args.profile)
+    spec = RunSpec(args.method, args.data or METHOD_DATA[args.method], args.seed)
+    summary = run_one(profile, spec)
+    print(json.dumps({"name": summary["name"], "seed": summary["seed"], **summary["headline"]}))
+
+
+if __name__ == "__main__":
+    main()

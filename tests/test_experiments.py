@@ -1,0 +1,205 @@
+"""spot_utils.experiments (equal-budget data sets, the cached run grid), spot_utils.analysis (Eq. 6,
+shared vs divergent tokens) and spot_utils.tuning (the learning-rate choice behind configs/tiny.yaml)."""
+import json
+import random
+
+import pandas as pd
+import pytest
+import torch
+
+from spot_utils import analysis, arithmetic, experiments, tuning
+from spot_utils.config import METHODS, REPO_ROOT, ConfigError, load_profile
+from spot_utils.data import read_jsonl, write_jsonl
+from spot_utils.modeling import build_char_tokenizer, build_tiny_model
+from spot_utils.pretrain import prompt_text
+
+
+def fake_rectification_output(profile, n_pairs=10, n_all=12, n_correct=20):
+    """What notebook 02 writes, in miniature: pairs at gamma, all pairs, direct answers, correct answers."""
+    tok = build_char_tokenizer()
+    rng = random.Random(0)
+    out = profile.runs / "data"
+    pairs, direct, correct = [], [], []
+    for i in range(max(n_all, n_correct)):
+        p = arithmetic.random_problem(rng, 2)
+        q = arithmetic.question_text(p)
+        base = {"id": f"q{i:03d}", "prompt": prompt_text(tok, q), "question": q, "ground_truth": p.answer}
+        wrong = arithmetic.solution_text(p).replace("Answer: ", "Answer: 1")
+        pairs.append({**base, "chosen": arithmetic.solution_text(p), "rejected": wrong, "change_ratio": 0.1,
+                      "source": "oracle_rectified"})
+        direct.append({**base, "response": arithmetic.direct_solution_text(p), "source": "oracle_direct"})
+        correct.append({**base, "response": arithmetic.solution_text(p)})
+    write_jsonl(out / "pairs_all.jsonl", pairs[:n_all])
+    write_jsonl(out / f"pairs_gamma{profile.rectification.gamma:g}.jsonl", pairs[:n_pairs])
+    write_jsonl(out / "sft_direct.jsonl", direct[1:n_all])  # q000 has no verified direct answer
+    write_jsonl(out / "correct.jsonl", correct[:n_correct])
+    return pairs[:n_pairs]
+
+
+def test_table_datasets_equal_budget(tiny_profile):
+    pairs = fake_rectification_output(tiny_profile)
+    paths = experiments.table_datasets(tiny_profile)
+    sizes = {name: len(read_jsonl(p)) for name, p in paths.items()}
+    assert sizes == {"pairs": 10, "sft_direct": 9, "correct": 10, "direct_pairs": 9, "half": 5, "gamma1": 10}
+    direct_pairs = read_jsonl(paths["direct_pairs"])
+    assert [p["id"] for p in direct_pairs] == [p["id"] for p in pairs[1:]]
+    assert all(" plus " in p["chosen"] or " minus " in p["chosen"] or " times " in p["chosen"] for p in direct_pairs)
+    assert read_jsonl(paths["sft_direct"])[0]["question"] == pairs[1]["question"]  # same questions as the pairs
+    before = {n: p.read_bytes() for n, p in paths.items()}
+    mtimes = {n: p.stat().st_mtime_ns for n, p in paths.items()}
+    paths = experiments.table_datasets(tiny_profile)  # deterministic, and not rewritten when unchanged
+    assert {n: p.read_bytes() for n, p in paths.items()} == before
+    assert {n: p.stat().st_mtime_ns for n, p in paths.items()} == mtimes
+
+
+def test_table_datasets_missing_input_names_notebook(tiny_profile):
+    with pytest.raises(FileNotFoundError, match="02_oracle_rectification"):
+        experiments.table_datasets(tiny_profile)
+
+
+def test_run_spec_names_and_overrides(tiny_profile):
+    spec = experiments.RunSpec("dpo", "pairs", 1, beta=0.3, lr=1e-4)
+    assert spec.name == "dpo@pairs_beta0.3_lr0.0001"
+    p = spec.profile(tiny_profile)
+    assert p.training.beta == 0.3 and p.training.lr["dpo"] == 1e-4
+    assert tiny_profile.training.lr["dpo"] != 1e-4 or tiny_profile.training.beta != 0.3  # the original is untouched
+    assert experiments.RunSpec("sft", "sft_direct").name == "sft@sft_direct"
+
+
+def test_table_specs_cover_tables_with_seeds():
+    profile = load_profile("tiny")
+    specs = experiments.table_specs(profile)
+    names = {s.name for s in specs}
+    for table in (experiments.TABLE_1, experiments.TABLE_2, experiments.TABLE_3):
+        assert {f"{m}@{d}" for m, d in table} <= names
+    seeds = {m: {s.seed for s in specs if s.method == m and s.data == experiments.METHOD_DATA[m]}
+             for m in experiments.KEY_METHODS}
+    assert all(v == set(profile.experiments.seeds) for v in seeds.values())
+    assert len(specs) == len(set(specs))
+
+
+@pytest.mark.slow
+def test_run_grid_trains_evaluates_and_caches(tiny_profile):
+    from spot_utils.pretrain import pretrain_base
+
+    fake_rectification_output(tiny_profile)
+    pretrain_base(tiny_profile, progress=False)
+    t = tiny_profile.training
+    t.max_steps, t.per_device_batch_size, t.logging_steps = 2, 4, 1
+    tiny_profile.experiments.probe_every = 1
+    specs = [experiments.RunSpec("spot_bco", "pairs", 0), experiments.RunSpec("sft", "sft_direct", 0)]
+    frame = experiments.run_grid(tiny_profile, specs, workers=1, progress=False)
+    assert list(frame.name) == ["spot_bco@pairs", "sft@sft_direct"] and (frame.steps == 2).all()
+    assert {"In-domain Avg", "OOD Avg", "IF", "Overall Avg"} <= set(frame.columns)
+    run = experiments.load_run(tiny_profile, specs[0])
+    assert run["delta"] is not None and len(run["delta_trace"]) == 2
+    curves = experiments.curves([run])
+    assert set(curves.step) == {0, 1, 2} and curves["probe/skill"].notna().any()
+    assert len(experiments.eval_rows(tiny_profile, specs[0])) == len(experiments.evaluation_set(tiny_profile, "test"))
+    weights = experiments.run_dir(tiny_profile, specs[0]) / "final" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    again = experiments.run_grid(tiny_profile, specs, workers=1, progress=False)  # cached: nothing retrains
+    assert weights.stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(frame, again)
+    tiny_profile.training.beta = 0.5  # a changed setting is a new key: the run is redone
+    experiments.run_grid(tiny_profile, specs[:1], workers=1, progress=False)
+    assert weights.stat().st_mtime_ns != stamp
+    assert list((tiny_profile.runs / "cache" / "ref_logps").glob("*.pt"))  # the reference pass was cached
+
+
+def test_mean_and_spread():
+    frame = pd.DataFrame({"name": ["a", "a", "a", "b"], "IF": [1.0, 2.0, 3.0, 5.0], "In-domain Avg": [0.0] * 4,
+                          "OOD Avg": [0.0] * 4, "Overall Avg": [0.0] * 4})
+    out = experiments.mean_and_spread(frame)
+    assert out.loc["a", "IF"] == "2.0 ± 1.0" and out.loc["b", "IF"] == "5.0 ± 0.0"
+    assert out.loc["a", "seeds"] == 3 and out.loc["b", "seeds"] == 1
+
+
+def test_curves_merge_trainer_logs_and_probe_rows():
+    run = {"method": "dpo", "name": "dpo@pairs", "seed": 0, "log_history": [
+        {"step": 0, "probe/skill": 1.0}, {"step": 5, "loss": 0.6, "rewards/chosen": 0.1},
+        {"step": 5, "probe/skill": 0.5}, {"step": 5, "train_runtime": 3.0}]}
+    c = experiments.curves([run])
+    assert list(c.step) == [0, 5]
+    assert c.loc[c.step == 5, "probe/skill"].item() == 50.0 and c.loc[c.step == 5, "loss"].item() == 0.6
+
+
+# -----------------------------------------------------------------------------
+# analysis
+
+
+@pytest.fixture(scope="module")
+def two_models():
+    from spot_utils.config import ModelConfig
+
+    tok = build_char_tokenizer()
+    cfg = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
+    return build_tiny_model(cfg, tok, seed=0), build_tiny_model(cfg, tok, seed=1), tok
+
+
+def pair(tok, chosen="12+3=15\nAnswer: 15", rejected="12+3=16\nAnswer: 16"):
+    return {"id": "p", "prompt": prompt_text(tok, "Compute: 12+3"), "chosen": chosen, "rejected": rejected}
+
+
+def test_gradient_identity_eq6_holds_on_a_model(two_models):
+    policy, reference, tok = two_models
+    table = analysis.gradient_identity(policy, reference, tok, [pair(tok), pair(tok, "7*2=14\nAnswer: 14")], beta=0.7)
+    assert (table["r"].abs() > 1e-3).all()  # different weights: r != 0, so lambda != 1/2
+    assert table.rel_err.max() < 1e-6  # float32 rounding: Qwen3RMSNorm computes in float32 even in float64
+    assert next(policy.parameters()).dtype == torch.float32  # the models are given back in float32
+
+
+def test_gradient_identity_detects_a_wrong_scale(two_models, monkeypatch):
+    policy, reference, tok = two_models
+    monkeypatch.setattr(analysis.losses, "tether", lambda r: 0.5 * (1 - torch.sigmoid(r)))  # a broken tether
+    table = analysis.gradient_identity(policy, reference, tok, [pair(tok)], beta=1.0)
+    assert table.rel_err.max() > 0.5
+
+
+def test_logp_change_by_region(two_models):
+    policy, reference, tok = two_models
+    p = pair(tok)
+    assert analysis.common_prefix_tokens(tok, p["chosen"], p["rejected"]) == len("12+3=1")
+    same = analysis.logp_change_by_region(reference, reference, tok, [p])
+    assert (same[["change_shared", "change_divergent", "change_total"]].abs() < 1e-6).all().all()
+    diff = analysis.logp_change_by_region(policy, reference, tok, [p])
+    assert diff.change_total.values == pytest.approx((diff.change_shared + diff.change_divergent).values, abs=1e-5)
+    # the shared prefix is the same tokens in the same context: identical change in y+ and y-
+    assert diff.change_shared.iloc[0] == pytest.approx(diff.change_shared.iloc[1], abs=1e-5)
+    total = (analysis.token_logps(policy, tok, p["prompt"], p["chosen"]).sum()
+             - analysis.token_logps(reference, tok, p["prompt"], p["chosen"]).sum())
+    assert diff.change_total.iloc[0] == pytest.approx(float(total), abs=1e-4)
+    summary = analysis.region_summary(diff)
+    assert list(summary.index) == ["y+", "y-"]
+
+
+# -----------------------------------------------------------------------------
+# tuning
+
+
+def test_best_learning_rate_criterion_and_ties():
+    sweep = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 2, "lr": [3e-4, 1e-4, 1e-3, 1e-4, 3e-4],
+                          "In-domain Avg": [50.0, 50.0, 40.0, 10.0, 30.0], "IF": [0.0, 100.0, 100.0, 100.0, 0.0]})
+    assert tuning.best_learning_rates(sweep) == {"a": 1e-4, "b": 3e-4}  # IF is not the criterion
+
+
+def test_tiny_profile_uses_the_tuned_learning_rates():
+    """configs/tiny.yaml must hold what `make tune` chose (results/tiny/tuning_lr.csv)."""
+    profile = load_profile("tiny")
+    sweep = pd.read_csv(REPO_ROOT / "results" / "tiny" / "tuning_lr.csv")
+    assert set(sweep.method) == set(METHODS) and set(sweep.lr) == set(tuning.LR_GRID)
+    assert tuning.best_learning_rates(sweep) == profile.training.lr
+
+
+def test_experiments_config_is_validated(tmp_path):
+    bad = (REPO_ROOT / "configs" / "tiny.yaml").read_text().replace("seeds: [0, 1, 2]", "seeds: []")
+    path = tmp_path / "bad.yaml"
+    path.write_text(bad)
+    with pytest.raises(ConfigError, match="seeds"):
+        load_profile(path)
+
+
+def test_readme_shows_the_tables_notebook04_wrote():
+    """The README's Results tables are notebook 04's output (results/tiny/tables.md), verbatim."""
+    tables_md = (REPO_ROOT / "results" / "tiny" / "tables.md").read_text().strip()
+    assert tables_md in (REPO_ROOT / "README.md").read_text()
