@@ -18,13 +18,12 @@ class DataError(ValueError):
     """A JSONL file has a bad line or a record misses a field."""
 
 
-def read_jsonl(path: str | Path, required: dict[str, Any] | None = None) -> list[dict]:
-    """Read a JSONL file. Blank lines are allowed; anything else that is not a JSON object, or a
-    record missing a required field or of the wrong type, raises DataError naming file, line, field."""
+def iter_jsonl(path: str | Path):
+    """(line number, record) for every record of a JSONL file. Blank lines are allowed; a line that is
+    not a JSON object raises DataError naming the file and the line."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    records = []
     with path.open() as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -35,9 +34,17 @@ def read_jsonl(path: str | Path, required: dict[str, Any] | None = None) -> list
                 raise DataError(f"{path}, line {lineno}: not valid JSON ({e.msg})") from e
             if not isinstance(rec, dict):
                 raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(rec).__name__}")
-            if required:
-                check_record(rec, required, f"{path}, line {lineno}")
-            records.append(rec)
+            yield lineno, rec
+
+
+def read_jsonl(path: str | Path, required: dict[str, Any] | None = None) -> list[dict]:
+    """Read a JSONL file. Blank lines are allowed; anything else that is not a JSON object, or a
+    record missing a required field or of the wrong type, raises DataError naming file, line, field."""
+    records = []
+    for lineno, rec in iter_jsonl(path):
+        if required:
+            check_record(rec, required, f"{path}, line {lineno}")
+        records.append(rec)
     return records
 
 

@@ -63,7 +63,7 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
 from . import connect4 as c4
-from .data import DataError
+from .data import DataError, iter_jsonl
 from .math_grader import grade_math
 
 
@@ -217,18 +217,7 @@ def _read_local(path: Path) -> list[tuple[str, dict]]:
         return [(f"{path}, item {i}", r) for i, r in enumerate(rows)]
     if path.suffix != ".jsonl":
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl, .json or .parquet")
-    rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}, line {lineno}: not valid JSON ({e.msg})") from e
-        if not isinstance(row, dict):
-            raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}")
-        rows.append((f"{path}, line {lineno}", row))
-    return rows
+    return [(f"{path}, line {lineno}", row) for lineno, row in iter_jsonl(path)]
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
