@@ -73,18 +73,23 @@ def gradient_identity(policy, reference, tokenizer, pairs: Sequence[dict], beta:
 
 
 @torch.no_grad()
-def logp_change_by_region(policy, reference, tokenizer, pairs: Sequence[dict]) -> pd.DataFrame:
+def logp_change_by_region(policy, reference, tokenizer, pairs: Sequence[dict],
+                          reference_cache: dict | None = None) -> pd.DataFrame:
     """Per pair and per response (y+ / y-), the change of log pi summed over
       shared   the completion tokens before y+ and y- first differ (same context, same token in both),
       diverg.  every token from the first difference on (including the end token),
-    plus the per-token means. Summed over both regions this is r / beta, the implicit reward (Eq. 3)."""
+    plus the per-token means. Summed over both regions this is r / beta, the implicit reward (Eq. 3).
+    Pass the same `reference_cache` dict when comparing several policies: the reference pass runs once."""
+    reference_cache = {} if reference_cache is None else reference_cache
     policy, reference = policy.eval(), reference.eval()
     rows = []
     for pair in pairs:
         shared = common_prefix_tokens(tokenizer, pair["chosen"], pair["rejected"])
         for side, key in (("y+", "chosen"), ("y-", "rejected")):
             new = token_logps(policy, tokenizer, pair["prompt"], pair[key])
-            old = token_logps(reference, tokenizer, pair["prompt"], pair[key])
+            if (pair["id"], side) not in reference_cache:
+                reference_cache[pair["id"], side] = token_logps(reference, tokenizer, pair["prompt"], pair[key])
+            old = reference_cache[pair["id"], side]
             diff = new - old
             rows.append({"id": pair["id"], "response": side, "shared_tokens": shared,
                          "divergent_tokens": len(diff) - shared,

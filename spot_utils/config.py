@@ -185,6 +185,7 @@ class ExperimentsConfig:
     workers: int = 1                 # parallel training processes (tiny: 2 single-thread runs beat one 2-thread run)
     probe_every: int = 0             # greedy validation probe every N optimizer steps (0: off); Fig. 2
     probe_size: int = 16             # probe examples per arithmetic tier and per skill
+    probe_methods: list[str] = field(default_factory=list)  # the methods probed (the probe costs time)
     _positive = ("workers", "probe_size")
 
 
@@ -346,6 +347,9 @@ def _check_values(obj, path: Path, lines: dict, prefix: str) -> None:
         raise ConfigError(f"{_where(path, lines, prefix + 'gamma')}: gamma must be in [0, 1], got {obj.gamma!r}")
     if isinstance(obj, TrainingConfig):
         _check_training(obj, path, lines, prefix)
+    if isinstance(obj, ExperimentsConfig) and set(obj.probe_methods) - set(METHODS):
+        raise ConfigError(f"{_where(path, lines, prefix + 'probe_methods')}: unknown method(s) "
+                          f"{sorted(set(obj.probe_methods) - set(METHODS))}; allowed: {', '.join(METHODS)}")
     if isinstance(obj, ExperimentsConfig) and (not obj.seeds or obj.probe_every < 0):
         raise ConfigError(f"{_where(path, lines, prefix + 'seeds')}: experiments need at least one seed "
                           f"and probe_every >= 0 (got seeds={obj.seeds}, probe_every={obj.probe_every})")

@@ -36,7 +36,6 @@ from tqdm.auto import tqdm
 from .config import Profile
 from .data import read_jsonl, write_jsonl
 
-PAIR_DATA = ("pairs", "direct_pairs", "half", "gamma1")
 METHOD_DATA = {"sft": "sft_direct", "rft": "correct", "sft_plus": "pairs", "dft": "pairs", "dpo": "pairs",
                "reward_sft": "pairs", "spot_bce": "pairs", "spot_bco": "pairs"}  # each method's Table 1-2 data
 RUN_FILE = "spot_run.json"
@@ -179,7 +178,7 @@ def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int 
     if spec.data not in paths:
         raise ValueError(f"unknown data set {spec.data!r}; known: {', '.join(paths)}")
     folder = run_dir(profile, spec, group)
-    summary = _cached(profile, spec, group, threads, split)
+    summary = _cached(profile, spec, group, threads, split, paths)
     if summary is not None:
         return summary
 
@@ -187,7 +186,7 @@ def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int 
     model, tokenizer = load_base(profile) if profile.is_tiny else training._load_policy(profile)
     tests = world.test_sets(profile.world, profile.seed)
     callbacks = []
-    if profile.experiments.probe_every:
+    if profile.experiments.probe_every and spec.method in profile.experiments.probe_methods:
         probe = [ex for ex in world.probe_sets(profile.world, profile.seed, profile.experiments.probe_size,
                                                {ex.question for ex in tests}) if ex.task != "connect4"]
         callbacks.append(training.ProbeCallback(probe, profile.experiments.probe_every,
@@ -241,9 +240,9 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
     workers = 1 runs in this process with its thread count.
     """
     workers = profile.experiments.workers if workers is None else workers
-    table_datasets(profile)  # write the data sets once, before any worker reads them
+    paths = table_datasets(profile)  # write the data sets once, before any worker reads them
     if not profile.is_tiny:
-        missing = [s for s in specs if _cached(profile, s, group, 1, split) is None
+        missing = [s for s in specs if _cached(profile, s, group, 1, split, paths) is None
                    and not (run_dir(profile, s, group) / RUN_FILE).exists()]
         if missing:  # 8B runs are launched on a GPU box, one accelerate job per run, not from a notebook
             s = missing[0]
@@ -261,11 +260,14 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
     else:
         todo = []
         for spec in specs:  # cached runs are read here, without starting a process
-            results[spec] = _cached(profile, spec, group, 1, split)
+            results[spec] = _cached(profile, spec, group, 1, split, paths)
             if results[spec] is None:
                 todo.append(spec)
             else:
                 bar.update()
+        from .losses import PAIR_LOSSES  # pair methods train on y+ and y-: the longest runs go first
+
+        todo.sort(key=lambda s: s.method not in PAIR_LOSSES)
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(_worker, (profile, spec, group, split)): spec for spec in todo}
             for future in as_completed(futures):
@@ -275,12 +277,14 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
     return summaries_frame([results[s] for s in specs])
 
 
-def _cached(profile: Profile, spec: RunSpec, group: str, threads: int, split: str) -> dict | None:
+def _cached(profile: Profile, spec: RunSpec, group: str, threads: int, split: str,
+            paths: dict[str, Path]) -> dict | None:
+    """The run's summary if it was made with exactly this key, else None."""
     path = run_dir(profile, spec, group) / RUN_FILE
     if not path.exists():
         return None
     summary = json.loads(path.read_text())
-    key = run_key(profile, spec, table_datasets(profile)[spec.data], threads, split)
+    key = run_key(profile, spec, paths[spec.data], threads, split)
     return summary if summary.get("key") == key else None
 
 

@@ -229,10 +229,12 @@ class SPoTTrainer(DPOTrainer):
             cached = torch.load(path)
             return dataset.add_column("ref_chosen_logps", cached["chosen"].tolist()).add_column(
                 "ref_rejected_logps", cached["rejected"].tolist())
+        # Two parallel runs may both compute a missing entry (each on its own core: no wall time lost);
+        # the write is atomic, so a reader never sees a half-written file.
         out = super()._precompute_ref_logps(dataset, name, batch_size)
         if self.args.should_save:
             self.ref_cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")  # atomic: two workers may write the same key
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
             torch.save({"chosen": torch.tensor(out["ref_chosen_logps"]),
                         "rejected": torch.tensor(out["ref_rejected_logps"])}, tmp)
             tmp.replace(path)

@@ -33,14 +33,14 @@ def results_dir(profile: Profile):
     return REPO_ROOT / "results" / profile.name
 
 
-def _untimed(profile: Profile) -> Profile:
+def _without_probe(profile: Profile) -> Profile:
     """Tuning runs skip the training-time probe (it only draws curves)."""
     return replace(profile, experiments=replace(profile.experiments, probe_every=0))
 
 
 def lr_sweep(profile: Profile, progress: bool = True) -> pd.DataFrame:
     specs = [RunSpec(m, METHOD_DATA[m], profile.seed, lr=lr) for m in METHODS for lr in LR_GRID]
-    return run_grid(_untimed(profile), specs, group="tune", progress=progress, split="val")
+    return run_grid(_without_probe(profile), specs, group="tune", progress=progress, split="val")
 
 
 def best_learning_rates(sweep: pd.DataFrame) -> dict[str, float]:
@@ -57,7 +57,7 @@ def beta_sweep(profile: Profile, lr_sweep_frame: pd.DataFrame, progress: bool = 
     is the learning-rate sweep's run at the chosen rate (the same training), so it is not rerun."""
     t = profile.training
     specs = [RunSpec(m, "pairs", profile.seed, beta=b) for m in BETA_METHODS for b in BETA_GRID if b != t.beta]
-    frame = run_grid(_untimed(profile), specs, group="tune", progress=progress, split="val")
+    frame = run_grid(_without_probe(profile), specs, group="tune", progress=progress, split="val")
     same = lr_sweep_frame[lr_sweep_frame.method.isin(BETA_METHODS)
                           & (lr_sweep_frame.lr == lr_sweep_frame.method.map(t.lr))].assign(beta=t.beta)
     return pd.concat([frame, same]).sort_values(["method", "beta"]).reset_index(drop=True)

@@ -86,7 +86,7 @@ def test_run_grid_trains_evaluates_and_caches(tiny_profile):
     pretrain_base(tiny_profile, progress=False)
     t = tiny_profile.training
     t.max_steps, t.per_device_batch_size, t.logging_steps = 2, 4, 1
-    tiny_profile.experiments.probe_every = 1
+    tiny_profile.experiments.probe_every, tiny_profile.experiments.probe_methods = 1, ["spot_bco"]
     specs = [experiments.RunSpec("spot_bco", "pairs", 0), experiments.RunSpec("sft", "sft_direct", 0)]
     frame = experiments.run_grid(tiny_profile, specs, workers=1, progress=False)
     assert list(frame.name) == ["spot_bco@pairs", "sft@sft_direct"] and (frame.steps == 2).all()
@@ -95,6 +95,7 @@ def test_run_grid_trains_evaluates_and_caches(tiny_profile):
     assert run["delta"] is not None and len(run["delta_trace"]) == 2
     curves = experiments.curves([run])
     assert set(curves.step) == {0, 1, 2} and curves["probe/skill"].notna().any()
+    assert "probe/skill" not in experiments.curves([experiments.load_run(tiny_profile, specs[1])])  # not probed
     assert len(experiments.eval_rows(tiny_profile, specs[0])) == len(experiments.evaluation_set(tiny_profile, "test"))
     weights = experiments.run_dir(tiny_profile, specs[0]) / "final" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
