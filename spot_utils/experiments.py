@@ -169,6 +169,7 @@ def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int 
     import torch
 
     from . import evaluation, training, world
+    from .modeling import load_model
     from .pretrain import load_base
 
     if threads is not None:
@@ -197,7 +198,6 @@ def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int 
                             ref_cache_dir=profile.runs / "cache" / "ref_logps")
     train_seconds = time.time() - start
 
-    from .modeling import load_model
     if profile.is_tiny:
         trained, tok = load_model(result.model_dir)
         rows = evaluation.evaluate_profile(trained, tok, profile, evaluation_set(profile, split), progress=False)
@@ -242,8 +242,7 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
     workers = profile.experiments.workers if workers is None else workers
     paths = table_datasets(profile)  # write the data sets once, before any worker reads them
     if not profile.is_tiny:
-        missing = [s for s in specs if _cached(profile, s, group, 1, split, paths) is None
-                   and not (run_dir(profile, s, group) / RUN_FILE).exists()]
+        missing = [s for s in specs if not (run_dir(profile, s, group) / RUN_FILE).exists()]
         if missing:  # 8B runs are launched on a GPU box, one accelerate job per run, not from a notebook
             s = missing[0]
             raise RuntimeError(
