@@ -195,7 +195,7 @@ def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int 
     start = time.time()
     result = training.train(spec.method, paths[spec.data], p, folder, model=model, tokenizer=tokenizer,
                             callbacks=callbacks, seed=spec.seed, progress=progress,
-                            ref_cache_dir=profile.runs / "cache" / "ref_logps")
+                            ref_cache_dir=reference_cache(profile))
     train_seconds = time.time() - start
 
     if profile.is_tiny:
@@ -215,17 +215,49 @@ def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int 
     return summary
 
 
-def _worker(args) -> dict:
-    """One run in a spawned process. Its own output (library warnings, loading bars) goes to
-    <run dir>/worker.log instead of the notebook, which shows one bar for the whole grid."""
-    profile, spec, group, split = args
+def reference_cache(profile: Profile) -> Path:
+    """Where the reference log-probs of every (base, data set) live, shared by all runs."""
+    return profile.runs / "cache" / "ref_logps"
+
+
+def reference_pass(profile: Profile, spec: RunSpec, group: str = "train", threads: int | None = None) -> None:
+    """Fill the reference log-prob cache for spec's data set (TRL's one reference pass), without
+    training. Every method and seed on a data set shares the entry (the tokenised data does not
+    depend on the method), so run_grid does this once per data set before the runs start: two
+    parallel runs never compute the same entry, and no worker waits for another."""
+    import torch
+
+    from . import training
+    from .pretrain import load_base
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    model, tokenizer = load_base(profile)
+    training.build_trainer(spec.method, table_datasets(profile)[spec.data], spec.profile(profile),
+                           run_dir(profile, spec, group), model=model, tokenizer=tokenizer, progress=False,
+                           ref_cache_dir=reference_cache(profile))
+
+
+def _in_worker(job, args, folder: Path, log_name: str):
+    """Run job(*args) with this process's output (library warnings, loading bars) sent to
+    <folder>/<log_name> instead of the notebook, which shows one bar for the whole grid."""
     os.environ["TQDM_DISABLE"] = "1"
-    folder = run_dir(profile, spec, group)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "worker.log", "w") as log:
+    with open(folder / log_name, "w") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
-        return run_one(profile, spec, group, threads=1, split=split)
+        return job(*args)
+
+
+def _worker(args) -> dict:
+    """One run in a spawned single-thread process."""
+    profile, spec, group, split = args
+    return _in_worker(run_one, (profile, spec, group, 1, False, split), run_dir(profile, spec, group), "worker.log")
+
+
+def _reference_worker(args) -> None:
+    profile, spec, group = args
+    _in_worker(reference_pass, (profile, spec, group, 1), run_dir(profile, spec, group), "reference.log")
 
 
 # -----------------------------------------------------------------------------
@@ -267,7 +299,11 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
         from .losses import PAIR_LOSSES  # pair methods train on y+ and y-: the longest runs go first
 
         todo.sort(key=lambda s: s.method not in PAIR_LOSSES)
+        first_of_data = list({s.data: s for s in reversed(todo)}.values())
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            # reference passes first, one per data set (cached ones return at once), then the runs
+            for future in [pool.submit(_reference_worker, (profile, s, group)) for s in first_of_data]:
+                future.result()
             futures = {pool.submit(_worker, (profile, spec, group, split)): spec for spec in todo}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
@@ -358,7 +394,7 @@ def train_once(profile: Profile, method: str, data_path: Path, out_dir: Path, se
         return json.loads(path.read_text())
     model, tokenizer = load_base(profile)
     result = training.train(method, data_path, profile, out_dir, model=model, tokenizer=tokenizer, seed=seed,
-                            progress=False, ref_cache_dir=profile.runs / "cache" / "ref_logps")
+                            progress=False, ref_cache_dir=reference_cache(profile))
     summary = {"key": key, "method": method, "seed": seed, "model_dir": str(result.model_dir),
                "log_history": result.log_history, "steps": result.global_step}
     path.write_text(json.dumps(summary, indent=1, default=float))

@@ -229,8 +229,8 @@ class SPoTTrainer(DPOTrainer):
             cached = torch.load(path)
             return dataset.add_column("ref_chosen_logps", cached["chosen"].tolist()).add_column(
                 "ref_rejected_logps", cached["rejected"].tolist())
-        # Two parallel runs may both compute a missing entry (each on its own core: no wall time lost);
-        # the write is atomic, so a reader never sees a half-written file.
+        # experiments.run_grid fills each entry once before its parallel runs start; should two
+        # processes still compute one entry, the write is atomic, so a reader never sees half a file.
         out = super()._precompute_ref_logps(dataset, name, batch_size)
         if self.args.should_save:
             self.ref_cache_dir.mkdir(parents=True, exist_ok=True)

@@ -108,6 +108,24 @@ def test_run_grid_trains_evaluates_and_caches(tiny_profile):
     assert list((tiny_profile.runs / "cache" / "ref_logps").glob("*.pt"))  # the reference pass was cached
 
 
+@pytest.mark.slow
+def test_reference_pass_is_shared_by_methods_and_seeds(tiny_profile):
+    from spot_utils.pretrain import pretrain_base
+
+    fake_rectification_output(tiny_profile)
+    pretrain_base(tiny_profile, progress=False)
+    tiny_profile.training.max_steps, tiny_profile.training.per_device_batch_size = 1, 4
+    cache = experiments.reference_cache(tiny_profile)
+    experiments.reference_pass(tiny_profile, experiments.RunSpec("dpo", "pairs", 0), threads=1)
+    entries = {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")}
+    assert len(entries) == 1
+    experiments.reference_pass(tiny_profile, experiments.RunSpec("sft_plus", "pairs", 2), threads=1)
+    experiments.run_one(tiny_profile, experiments.RunSpec("spot_bce", "pairs", 1), threads=1)
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")} == entries  # read, never recomputed
+    experiments.reference_pass(tiny_profile, experiments.RunSpec("dpo", "half", 0), threads=1)
+    assert len(list(cache.glob("*.pt"))) == 2  # another data set: its own entry
+
+
 def test_mean_and_spread():
     frame = pd.DataFrame({"name": ["a", "a", "a", "b"], "IF": [1.0, 2.0, 3.0, 5.0], "In-domain Avg": [0.0] * 4,
                           "OOD Avg": [0.0] * 4, "Overall Avg": [0.0] * 4})
