@@ -224,7 +224,8 @@ def reference_pass(profile: Profile, spec: RunSpec, group: str = "train", thread
     """Fill the reference log-prob cache for spec's data set (TRL's one reference pass), without
     training. Every method and seed on a data set shares the entry (the tokenised data does not
     depend on the method), so run_grid does this once per data set before the runs start: two
-    parallel runs never compute the same entry, and no worker waits for another."""
+    parallel runs never compute the same entry. (The passes end together before the first run, so a
+    worker may idle for the tail of the last pass; that costs less than a duplicated pass.)"""
     import torch
 
     from . import training
