@@ -30,8 +30,8 @@ from spot_utils.pretrain import lr_at, seed_everything, task_micro_batches
 
 
 def labeled_question(board: c4.Board) -> str:
-    """Numbered rows (top first), the valid moves, the player, the two questions."""
-    rows = [f"{r} " + "".join("." if v == c4.EMPTY else v for v in board.cells[r]) for r in reversed(range(c4.ROWS))]
+    """render_compact's rows, numbered (top first), then the valid moves, the player, the two questions."""
+    rows = [f"{r} {line}" for r, line in zip(reversed(range(c4.ROWS)), c4.render_compact(board).splitlines())]
     moves = "moves: " + " ".join(c4.fmt_cell(cell) for cell in c4.playable_cells(board))
     return "\n".join(rows + [moves, f"you: {board.player}", "wins for you?", "wins for opponent?"])
 
@@ -41,13 +41,18 @@ def example(board: c4.Board, id: str) -> world.Example:
                          c4.render_compact(board))
 
 
+def percent(responses: list[str], boards: list[c4.Board]) -> float:
+    """The paper's Connect4 score: the mean of the two per-question accuracies, in %."""
+    grades = [c4.grade_connect4(text, b) for text, b in zip(responses, boards)]
+    return 100 * sum(a + o for a, o in grades) / (2 * len(boards))
+
+
 def score(model, tokenizer, boards: list[c4.Board]) -> tuple[float, float]:
-    """(mean of the two per-question accuracies in %, share of answers that say None in %)."""
-    outs = generate(model, [labeled_question(b) for b in boards], temperature=0, max_new_tokens=96,
-                    batch_size=200, tokenizer=tokenizer, progress=False)
-    grades = [c4.grade_connect4(text, b) for b, (text,) in zip(boards, outs)]
-    nones = sum(text.count("None") for (text,) in outs) / (2 * len(boards))
-    return 100 * sum(a + o for a, o in grades) / (2 * len(boards)), 100 * nones
+    """(Connect4 score in %, share of answers that say None in %)."""
+    outs = [text for (text,) in generate(model, [labeled_question(b) for b in boards], temperature=0,
+                                         max_new_tokens=96, batch_size=200, tokenizer=tokenizer, progress=False)]
+    nones = sum(text.count("None") for text in outs) / (2 * len(boards))
+    return percent(outs, boards), 100 * nones
 
 
 def main() -> None:
@@ -65,8 +70,8 @@ def main() -> None:
     model = build_tiny_model(profile.model, tokenizer, seed=profile.seed)
     tests = [c4.parse_compact(ex.ground_truth) for ex in world.test_sets(profile.world, profile.seed)
              if ex.task == "connect4"]
-    always_none = [c4.grade_connect4(c4.answer_text(c4.Board.empty()), b) for b in tests]
-    print(f"always-None scores {100 * sum(a + o for a, o in always_none) / (2 * len(tests)):.1f}%")
+    always_none = c4.answer_text(c4.Board.empty())  # an empty board has no winning move: "None" twice
+    print(f"always-None scores {percent([always_none] * len(tests), tests):.1f}%")
     held_out = set(tests)
     pool = [b for b in c4.generate_instances(20_000, profile.seed + 777) if b not in held_out]
     rng = random.Random(profile.seed)
