@@ -30,6 +30,31 @@ def token_logps(model, tokenizer, prompt: str, completion: str) -> torch.Tensor:
     return logp[n_prompt - 1:]
 
 
+@torch.no_grad()
+def token_logps_batch(model, tokenizer, items: Sequence[tuple[str, str]], batch_size: int = 64) -> list[torch.Tensor]:
+    """token_logps (no gradients) for many (prompt, completion) items, run in batches of similar
+    length: one forward per batch instead of one per item. Same values up to float rounding."""
+    encoded = [_encode(tokenizer, prompt, completion) for prompt, completion in items]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    out: list[torch.Tensor] = [torch.empty(0)] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        length = max(len(encoded[i][0]) for i in rows)
+        ids = torch.full((len(rows), length), tokenizer.pad_token_id)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(rows):  # right padding: with causal attention no real token sees it
+            ids[row, :len(encoded[i][0])] = torch.tensor(encoded[i][0])
+            mask[row, :len(encoded[i][0])] = 1
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+        for row, i in enumerate(rows):
+            seq, n_prompt = encoded[i]
+            out[i] = logp[row, n_prompt - 1:len(seq) - 1].cpu()
+    return out
+
+
 def common_prefix_tokens(tokenizer, a: str, b: str) -> int:
     """How many leading completion tokens a and b share (the rest is "divergent")."""
     ta, tb = tokenizer.encode(a, add_special_tokens=False), tokenizer.encode(b, add_special_tokens=False)
@@ -82,15 +107,18 @@ def logp_change_by_region(policy, reference, tokenizer, pairs: Sequence[dict],
     Pass the same `reference_cache` dict when comparing several policies: the reference pass runs once."""
     reference_cache = {} if reference_cache is None else reference_cache
     policy, reference = policy.eval(), reference.eval()
+    keys = [(pair["id"], side) for pair in pairs for side in ("y+", "y-")]
+    items = [(pair["prompt"], pair[field]) for pair in pairs for field in ("chosen", "rejected")]
+    missing = [i for i, key in enumerate(keys) if key not in reference_cache]
+    for i, logps in zip(missing, token_logps_batch(reference, tokenizer, [items[i] for i in missing])):
+        reference_cache[keys[i]] = logps
+    new_logps = token_logps_batch(policy, tokenizer, items)
     rows = []
-    for pair in pairs:
+    for pair_index, pair in enumerate(pairs):
         shared = common_prefix_tokens(tokenizer, pair["chosen"], pair["rejected"])
-        for side, key in (("y+", "chosen"), ("y-", "rejected")):
-            new = token_logps(policy, tokenizer, pair["prompt"], pair[key])
-            if (pair["id"], side) not in reference_cache:
-                reference_cache[pair["id"], side] = token_logps(reference, tokenizer, pair["prompt"], pair[key])
+        for k, side in enumerate(("y+", "y-")):
             old = reference_cache[pair["id"], side]
-            diff = new - old
+            diff = new_logps[2 * pair_index + k] - old
             rows.append({"id": pair["id"], "response": side, "shared_tokens": shared,
                          "divergent_tokens": len(diff) - shared,
                          "ref_logp_shared": float(old[:shared].sum()), "ref_logp_divergent": float(old[shared:].sum()),

@@ -167,6 +167,7 @@ class TrainingConfig:
     max_length: int = 8192           # prompt + response tokens; longer sequences are truncated at the end
     bf16: bool = True
     gradient_checkpointing: bool = True
+    length_group_rows: int = 0       # > 0: a micro-batch runs as forwards of this many similar-length rows (less padding)
     delta_mode: str = "cumulative"   # SPoT-BCO delta: TRL 0.20's running mean (released code) or "ema" (paper text)
     delta_momentum: float = 0.9      # ema only
     logging_steps: int = 10

@@ -164,8 +164,9 @@ def evaluation_set(profile: Profile, split: str) -> list:
 
 
 def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int | None = None,
-            progress: bool = False, split: str = "test") -> dict:
-    """Train one run (unless cached), evaluate it on `split`, return its summary."""
+            progress: bool = False, split: str = "test", data: dict[str, Path] | None = None) -> dict:
+    """Train one run (unless cached), evaluate it on `split`, return its summary. `data` adds data
+    sets (name -> JSONL) to those of table_datasets, e.g. an analysis's own pairs."""
     import torch
 
     from . import evaluation, training, world
@@ -175,7 +176,7 @@ def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int 
     if threads is not None:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
-    paths = table_datasets(profile)
+    paths = data_sets(profile, data)
     if spec.data not in paths:
         raise ValueError(f"unknown data set {spec.data!r}; known: {', '.join(paths)}")
     folder = run_dir(profile, spec, group)
@@ -215,17 +216,26 @@ def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int 
     return summary
 
 
+def data_sets(profile: Profile, extra: dict[str, Path] | None = None) -> dict[str, Path]:
+    """table_datasets plus `extra` (name -> JSONL path); a name may not shadow a table data set."""
+    paths = table_datasets(profile)
+    clash = sorted(set(paths) & set(extra or {}))
+    if clash:
+        raise ValueError(f"data set name(s) {clash} are taken by table_datasets; choose another name")
+    return {**paths, **{name: Path(path) for name, path in (extra or {}).items()}}
+
+
 def reference_cache(profile: Profile) -> Path:
     """Where the reference log-probs of every (base, data set) live, shared by all runs."""
     return profile.runs / "cache" / "ref_logps"
 
 
-def reference_pass(profile: Profile, spec: RunSpec, group: str = "train", threads: int | None = None) -> None:
+def reference_pass(profile: Profile, spec: RunSpec, group: str = "train", threads: int | None = None,
+                   data: dict[str, Path] | None = None) -> None:
     """Fill the reference log-prob cache for spec's data set (TRL's one reference pass), without
     training. Every method and seed on a data set shares the entry (the tokenised data does not
-    depend on the method), so run_grid does this once per data set before the runs start: two
-    parallel runs never compute the same entry. (The passes end together before the first run, so a
-    worker may idle for the tail of the last pass; that costs less than a duplicated pass.)"""
+    depend on the method), so run_grid does this once per data set before that data set's runs
+    start: two parallel runs never compute the same entry."""
     import torch
 
     from . import training
@@ -234,7 +244,7 @@ def reference_pass(profile: Profile, spec: RunSpec, group: str = "train", thread
     if threads is not None:
         torch.set_num_threads(threads)
     model, tokenizer = load_base(profile)
-    training.build_trainer(spec.method, table_datasets(profile)[spec.data], spec.profile(profile),
+    training.build_trainer(spec.method, data_sets(profile, data)[spec.data], spec.profile(profile),
                            run_dir(profile, spec, group), model=model, tokenizer=tokenizer, progress=False,
                            ref_cache_dir=reference_cache(profile))
 
@@ -252,13 +262,14 @@ def _in_worker(job, args, folder: Path, log_name: str):
 
 def _worker(args) -> dict:
     """One run in a spawned single-thread process."""
-    profile, spec, group, split = args
-    return _in_worker(run_one, (profile, spec, group, 1, False, split), run_dir(profile, spec, group), "worker.log")
+    profile, spec, group, split, data = args
+    return _in_worker(run_one, (profile, spec, group, 1, False, split, data), run_dir(profile, spec, group),
+                      "worker.log")
 
 
 def _reference_worker(args) -> None:
-    profile, spec, group = args
-    _in_worker(reference_pass, (profile, spec, group, 1), run_dir(profile, spec, group), "reference.log")
+    profile, spec, group, data = args
+    _in_worker(reference_pass, (profile, spec, group, 1, data), run_dir(profile, spec, group), "reference.log")
 
 
 # -----------------------------------------------------------------------------
@@ -266,14 +277,15 @@ def _reference_worker(args) -> None:
 
 
 def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", workers: int | None = None,
-             progress: bool = True, split: str = "test") -> pd.DataFrame:
+             progress: bool = True, split: str = "test", data: dict[str, Path] | None = None) -> pd.DataFrame:
     """Run every spec (cached ones return at once) and return one summary row per run, in spec order.
+    `data` adds data sets (name -> JSONL) to table_datasets', for runs outside Tables 1-3.
 
     With workers > 1 each run is a single-thread process (spawned, so no state leaks between runs);
     workers = 1 runs in this process with its thread count.
     """
     workers = profile.experiments.workers if workers is None else workers
-    paths = table_datasets(profile)  # write the data sets once, before any worker reads them
+    paths = data_sets(profile, data)  # write the table data sets once, before any worker reads them
     if not profile.is_tiny:
         missing = [s for s in specs if not (run_dir(profile, s, group) / RUN_FILE).exists()]
         if missing:  # 8B runs are launched on a GPU box, one accelerate job per run, not from a notebook
@@ -287,7 +299,7 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
     bar = tqdm(total=len(specs), desc="runs", disable=not progress, mininterval=1.0)
     if workers <= 1:
         for spec in specs:
-            results[spec] = run_one(profile, spec, group, split=split)
+            results[spec] = run_one(profile, spec, group, split=split, data=data)
             bar.update()
     else:
         todo = []
@@ -300,12 +312,20 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
         from .losses import PAIR_LOSSES  # pair methods train on y+ and y-: the longest runs go first
 
         todo.sort(key=lambda s: s.method not in PAIR_LOSSES)
-        first_of_data = list({s.data: s for s in reversed(todo)}.values())
+        first_of_data = {}  # data set -> its first run, in todo order (the longest runs' data first)
+        for spec in todo:
+            first_of_data.setdefault(spec.data, spec)
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            # reference passes first, one per data set (cached ones return at once), then the runs
-            for future in [pool.submit(_reference_worker, (profile, s, group)) for s in first_of_data]:
-                future.result()
-            futures = {pool.submit(_worker, (profile, spec, group, split)): spec for spec in todo}
+            # One reference pass per data set (a cached one returns at once); a data set's runs are queued
+            # when its pass is done, behind the passes still waiting, so no worker idles and no two
+            # workers compute the same entry.
+            passes = {pool.submit(_reference_worker, (profile, s, group, data)): name for name, s in first_of_data.items()}
+            futures = {}
+            for done in as_completed(passes):
+                done.result()
+                for spec in todo:
+                    if spec.data == passes[done]:
+                        futures[pool.submit(_worker, (profile, spec, group, split, data))] = spec
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 bar.update()
@@ -377,29 +397,6 @@ def base_headline(profile: Profile) -> dict[str, float]:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run notebooks/00_setup_and_base_model.ipynb first")
     return headline(pd.read_csv(path))
-
-
-def train_once(profile: Profile, method: str, data_path: Path, out_dir: Path, seed: int = 0) -> dict:
-    """Train `method` on any JSONL file (an analysis outside the table grid), in this process, cached
-    in out_dir by the same kind of key as run_grid's runs. Returns model_dir and log_history."""
-    import torch
-
-    from . import training
-    from .pretrain import base_config_hash, load_base
-
-    out_dir = Path(out_dir)
-    key = hashlib.sha256("|".join([method, str(seed), profile.section_hash("training"), base_config_hash(profile),
-                                   _file_hash(data_path), str(torch.get_num_threads())]).encode()).hexdigest()[:16]
-    path = out_dir / RUN_FILE
-    if path.exists() and json.loads(path.read_text()).get("key") == key:
-        return json.loads(path.read_text())
-    model, tokenizer = load_base(profile)
-    result = training.train(method, data_path, profile, out_dir, model=model, tokenizer=tokenizer, seed=seed,
-                            progress=False, ref_cache_dir=reference_cache(profile))
-    summary = {"key": key, "method": method, "seed": seed, "model_dir": str(result.model_dir),
-               "log_history": result.log_history, "steps": result.global_step}
-    path.write_text(json.dumps(summary, indent=1, default=float))
-    return summary
 
 
 # -----------------------------------------------------------------------------

@@ -186,3 +186,40 @@ def write_datasets(profile: Profile, pairs: list[dict], direct: list[dict], gamm
             f"pairs_gamma{gamma:g}.jsonl": write_pairs(out / f"pairs_gamma{gamma:g}.jsonl", kept),
             "sft_direct.jsonl": write_jsonl(out / "sft_direct.jsonl", sft),
             "correct.jsonl": len(read_jsonl(out / "correct.jsonl"))}
+
+
+def rectified_pairs(profile: Profile, model, tokenizer, questions: list[dict], out: Path,
+                    temperature: float | None = None, force: bool = False) -> tuple[Path, str]:
+    """The whole pipeline of Section 2 in one call, into `out` (an analysis folder, never the main
+    data dir): elicit at `temperature`, rectify the errors with the profile's Oracle, keep the
+    verified pairs at gamma. Returns the pair file and a one-line report (counts of what was
+    skipped and why). The folder is reused while its stamp (base, settings, questions) matches;
+    otherwise, or with force, it is emptied first, so no stale Oracle reply is ever resumed."""
+    import hashlib
+    import json
+    import shutil
+
+    from .pretrain import base_config_hash
+    from .rectify import filter_pairs
+
+    out = Path(out)
+    path = out / f"pairs_gamma{profile.rectification.gamma:g}.jsonl"
+    stamp = {"base": base_config_hash(profile), "settings": profile.section_hash("rectification", "generation"),
+             "temperature": temperature, "questions": hashlib.sha256(json.dumps(questions).encode()).hexdigest()[:16]}
+    stamp_path = out / "stamp.json"
+    if not force and path.exists() and stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
+        return path, f"{len(read_jsonl(path))} pairs (reused from {out})"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    stats = elicit(profile, model, tokenizer, questions, progress=False, temperature=temperature, out=out)
+    with oracle_endpoint(profile) as (oracle, _):
+        summary = oracle.run(rectification_requests(profile, read_jsonl(out / "errors.jsonl")),
+                             out / "oracle_rectified.jsonl", out / "oracle_rectified.failures.jsonl", desc="rectify")
+    pairs, skipped = build_pairs(profile, tokenizer, oracle_records(out / "oracle_rectified.jsonl"))
+    kept, _ = filter_pairs(pairs, profile.rectification.gamma)
+    write_pairs(path, kept)
+    stamp_path.write_text(json.dumps(stamp))
+    return path, (f"temperature {temperature}: {stats['errors']} errors in {stats['samples']} samples -> "
+                  f"{summary.succeeded} Oracle replies ({summary.failed} failed: {dict(summary.failure_reasons) or 'none'})"
+                  f" -> {len(pairs)} verified pairs (skipped: {dict(skipped) or 'none'}) -> {len(kept)} at gamma "
+                  f"{profile.rectification.gamma:g}")

@@ -126,6 +126,29 @@ def test_reference_pass_is_shared_by_methods_and_seeds(tiny_profile):
     assert len(list(cache.glob("*.pt"))) == 2  # another data set: its own entry
 
 
+@pytest.mark.slow
+def test_parallel_grid_with_an_extra_data_set(tiny_profile, tmp_path):
+    """workers=2 (spawned single-thread processes): one reference pass per data set, then its runs;
+    an analysis's own pairs (data=) train like a table data set and are cached the same way."""
+    from spot_utils.pretrain import pretrain_base
+
+    fake_rectification_output(tiny_profile)
+    pretrain_base(tiny_profile, progress=False)
+    tiny_profile.training.max_steps, tiny_profile.training.per_device_batch_size = 1, 4
+    extra = tmp_path / "hot.jsonl"
+    write_jsonl(extra, read_jsonl(experiments.table_datasets(tiny_profile)["pairs"])[:8])
+    specs = [experiments.RunSpec("dpo", "pairs", 0), experiments.RunSpec("sft_plus", "hot", 0),
+             experiments.RunSpec("spot_bce", "pairs", 1)]
+    frame = experiments.run_grid(tiny_profile, specs, workers=2, progress=False, data={"hot": extra})
+    assert list(frame.name) == ["dpo@pairs", "sft_plus@hot", "spot_bce@pairs"] and (frame.steps == 1).all()
+    assert frame.set_index("name").loc["sft_plus@hot", "examples"] == 8
+    assert len(list(experiments.reference_cache(tiny_profile).glob("*.pt"))) == 2  # pairs and hot
+    again = experiments.run_grid(tiny_profile, specs, workers=2, progress=False, data={"hot": extra})
+    pd.testing.assert_frame_equal(frame, again)  # all cached
+    with pytest.raises(ValueError, match="taken by table_datasets"):
+        experiments.data_sets(tiny_profile, {"pairs": extra})
+
+
 def test_mean_and_spread():
     frame = pd.DataFrame({"name": ["a", "a", "a", "b"], "IF": [1.0, 2.0, 3.0, 5.0], "In-domain Avg": [0.0] * 4,
                           "OOD Avg": [0.0] * 4, "Overall Avg": [0.0] * 4})
@@ -173,6 +196,17 @@ def test_gradient_identity_detects_a_wrong_scale(two_models, monkeypatch):
     monkeypatch.setattr(analysis.losses, "tether", lambda r: 0.5 * (1 - torch.sigmoid(r)))  # a broken tether
     table = analysis.gradient_identity(policy, reference, tok, [pair(tok)], beta=1.0)
     assert table.rel_err.max() > 0.5
+
+
+def test_token_logps_batch_equals_one_at_a_time(two_models):
+    policy, _, tok = two_models
+    items = [(prompt_text(tok, f"Compute: {a}+{b}"), f"{a}+{b}={a + b}" + "\nAnswer: 1" * (a % 3))
+             for a, b in [(12, 3), (7, 15), (99, 1), (5, 5), (40, 2)]]
+    batched = analysis.token_logps_batch(policy, tok, items, batch_size=2)  # ragged batches, sorted by length
+    for (prompt, completion), got in zip(items, batched):
+        with torch.no_grad():
+            want = analysis.token_logps(policy, tok, prompt, completion)
+        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
 
 
 def test_logp_change_by_region(two_models):

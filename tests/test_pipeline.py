@@ -98,3 +98,35 @@ def test_paper_elicitation_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="DAPO-Math-17k-Processed.*needs the Hugging Face hub"):
         pipeline.elicitation_questions(load_profile("paper"))
+
+
+def test_rectified_pairs_in_one_call_is_stamped(tiny_profile, tmp_path):
+    """elicit -> Oracle over HTTP -> pairs at gamma into an analysis folder, reused while the stamp
+    (base, settings, temperature, questions) matches, redone from an empty folder otherwise."""
+    import torch
+
+    from spot_utils.modeling import build_tiny_model
+    from spot_utils.pretrain import pretrain_base
+
+    pretrain_base(tiny_profile, progress=False)  # the stamp names the base
+    tok = build_char_tokenizer()
+    model = build_tiny_model(tiny_profile.model, tok, seed=0)  # random weights: every answer is an error
+    tiny_profile.generation.max_new_tokens = 8
+    rng = random.Random(3)
+    questions = []
+    for i in range(6):
+        p = arithmetic.random_problem(rng, 2)
+        questions.append({"id": f"q{i}", "question": arithmetic.question_text(p), "ground_truth": p.answer,
+                          "tier": "steps=2"})
+    out = tmp_path / "hot"
+    path, report = pipeline.rectified_pairs(tiny_profile, model, tok, questions, out, temperature=1.2)
+    assert report.startswith("temperature 1.2: 6 errors in 6 samples -> 6 Oracle replies (0 failed")
+    pairs = read_pairs(path)
+    assert all(p["change_ratio"] <= tiny_profile.rectification.gamma for p in pairs)
+    stamp = path.stat().st_mtime_ns
+    assert "reused" in pipeline.rectified_pairs(tiny_profile, model, tok, questions, out, temperature=1.2)[1]
+    assert path.stat().st_mtime_ns == stamp
+    (out / "oracle_rectified.jsonl").write_text('{"id": "stale"}\n')  # a new setting must not resume this
+    _, report = pipeline.rectified_pairs(tiny_profile, model, tok, questions[:4], out, temperature=1.2)
+    assert report.startswith("temperature 1.2: 4 errors in 4 samples -> 4 Oracle replies")
+    assert "stale" not in (out / "oracle_rectified.jsonl").read_text()

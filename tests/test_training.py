@@ -2,6 +2,7 @@
 import json
 import math
 import random
+from collections import defaultdict
 
 import pytest
 import torch
@@ -274,3 +275,58 @@ def test_training_config_errors(tmp_path):
         load_profile("tiny", **{"training.deepspeed": "configs/nope.json"})
     with pytest.raises(ConfigError, match="must be > 0"):
         load_profile("tiny", **{"training.per_device_batch_size": 0})
+
+
+def test_length_groups_cover_every_row_once_shortest_first():
+    mask = torch.tensor([[1] * n + [0] * (9 - n) for n in (5, 9, 2, 7, 3, 8)])
+    groups = training.length_groups(mask, torch.arange(6), group_rows=2)
+    assert [(rows.tolist(), length) for rows, length in groups] == [([2, 4], 3), ([0, 3], 7), ([5, 1], 9)]
+    assert [(rows.tolist(), length) for rows, length in training.length_groups(mask, torch.arange(3, 6), 0)] == \
+        [([4, 3, 5], 8)]  # 0: one group, trimmed to its longest row
+
+
+@pytest.mark.parametrize("method", ["spot_bco", "dpo", "sft_plus", "dft", "rft"])
+def test_length_groups_change_no_loss_gradient_or_reward(method, tiny_profile, tok, tmp_path):
+    """Forwards over similar-length groups (training.length_group_rows) compute what one padded
+    forward computes: the same loss, gradients and logged rewards, up to float rounding."""
+    setup(tiny_profile, method, steps=1)
+    trainer = training.build_trainer(method, make_records(tok, method, n=12), tiny_profile, tmp_path / method,
+                                     model=base(tiny_profile, tok), tokenizer=tok, progress=False)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(12)])
+    lengths = batch["attention_mask"].sum(1)
+    assert lengths.min() < lengths.max()  # there is padding to save
+    torch.manual_seed(0)
+    with torch.no_grad():  # move the policy off the reference: rewards are then far from 0 (and their signs stable)
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    results = []
+    for group_rows in (0, 3):
+        trainer.group_rows, trainer._metrics = group_rows, {"train": defaultdict(list), "eval": defaultdict(list)}
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        grads = [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+        results.append((loss.item(), grads, dict(trainer._metrics["train"])))
+    (loss0, grads0, logs0), (loss3, grads3, logs3) = results
+    assert loss3 == pytest.approx(loss0, rel=1e-5, abs=1e-6)
+    assert len(grads0) == len(grads3)
+    for a, b in zip(grads0, grads3):  # float32 sums in another order: ~1e-6 of the tensor's scale
+        assert (a - b).abs().max() <= 2e-5 * a.abs().max()
+    assert logs0.keys() == logs3.keys() and "rewards/chosen" in logs0
+    for key in logs0:
+        assert logs3[key] == pytest.approx(logs0[key], rel=1e-4, abs=1e-5), key
+
+
+def test_reference_pass_in_length_groups_equals_trls(tiny_profile, tok, tmp_path, monkeypatch):
+    setup(tiny_profile, "dpo", steps=1)
+    calls, groups = [], training.length_groups
+    monkeypatch.setattr(training, "length_groups", lambda *a: calls.append(a[2]) or groups(*a))
+    columns = {}
+    for group_rows in (0, 3):  # 0: TRL's own compute_ref_log_probs
+        tiny_profile.training.length_group_rows = group_rows
+        trainer = training.build_trainer("dpo", make_records(tok, "dpo", n=12), tiny_profile, tmp_path / str(group_rows),
+                                         model=base(tiny_profile, tok), tokenizer=tok, progress=False)
+        columns[group_rows] = torch.tensor([trainer.train_dataset["ref_chosen_logps"],
+                                            trainer.train_dataset["ref_rejected_logps"]])
+    assert calls and set(calls) == {3}  # the grouped pass ran (TRL's own does not group)
+    assert torch.allclose(columns[0], columns[3], rtol=1e-5, atol=1e-4) and (columns[0] != 0).all()
