@@ -290,10 +290,11 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
         missing = [s for s in specs if not (run_dir(profile, s, group) / RUN_FILE).exists()]
         if missing:  # 8B runs are launched on a GPU box, one accelerate job per run, not from a notebook
             s = missing[0]
+            extra = f" --data-file {paths[s.data]}" if s.data in (data or {}) else ""
             raise RuntimeError(
                 f"{len(missing)} run(s) of profile {profile.name!r} are not trained yet, e.g. {s.name} seed {s.seed}. "
                 f"On a GPU box: accelerate launch --config_file configs/accelerate_zero2.yaml -m spot_utils.experiments "
-                f"--profile {profile.name} --method {s.method} --data {s.data} --seed {s.seed}")
+                f"--profile {profile.name} --method {s.method} --data {s.data}{extra} --seed {s.seed}")
         return summaries_frame([json.loads((run_dir(profile, s, group) / RUN_FILE).read_text()) for s in specs])
     results: dict[RunSpec, dict] = {}
     bar = tqdm(total=len(specs), desc="runs", disable=not progress, mininterval=1.0)
@@ -431,10 +432,14 @@ def main(argv=None) -> None:
     parser.add_argument("--method", required=True)
     parser.add_argument("--data", default=None, help="a data set of table_datasets (default: the method's own)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-file", default=None, metavar="JSONL",
+                        help="train on this file instead, under the name given by --data (e.g. notebook 01's hot pairs)")
     args = parser.parse_args(argv)
     profile = load_profile(args.profile)
+    if args.data_file and not args.data:
+        parser.error("--data-file needs --data NAME (the run's folder is <method>@<NAME>)")
     spec = RunSpec(args.method, args.data or METHOD_DATA[args.method], args.seed)
-    summary = run_one(profile, spec)
+    summary = run_one(profile, spec, data={args.data: Path(args.data_file)} if args.data_file else None)
     print(json.dumps({"name": summary["name"], "seed": summary["seed"], **summary["headline"]}))
 
 

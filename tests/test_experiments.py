@@ -149,6 +149,17 @@ def test_parallel_grid_with_an_extra_data_set(tiny_profile, tmp_path):
         experiments.data_sets(tiny_profile, {"pairs": extra})
 
 
+def test_paper_profile_grid_says_how_to_launch_a_missing_run(tmp_path):
+    profile = load_profile("paper_qwen3_8b", run_dir=str(tmp_path / "runs"))
+    fake_rectification_output(profile)
+    hot = tmp_path / "hot.jsonl"
+    write_jsonl(hot, [])
+    with pytest.raises(RuntimeError, match=r"accelerate launch .* --method dpo --data pairs --seed 1"):
+        experiments.run_grid(profile, [experiments.RunSpec("dpo", "pairs", 1)])
+    with pytest.raises(RuntimeError, match=rf"--method sft_plus --data hot --data-file {hot} --seed 0"):
+        experiments.run_grid(profile, [experiments.RunSpec("sft_plus", "hot", 0)], data={"hot": hot})
+
+
 def test_mean_and_spread():
     frame = pd.DataFrame({"name": ["a", "a", "a", "b"], "IF": [1.0, 2.0, 3.0, 5.0], "In-domain Avg": [0.0] * 4,
                           "OOD Avg": [0.0] * 4, "Overall Avg": [0.0] * 4})
