@@ -11,8 +11,11 @@ Files, all under runs/<profile>/data/:
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
+import shutil
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -195,10 +198,6 @@ def rectified_pairs(profile: Profile, model, tokenizer, questions: list[dict], o
     verified pairs at gamma. Returns the pair file and a one-line report (counts of what was
     skipped and why). The folder is reused while its stamp (base, settings, questions) matches;
     otherwise, or with force, it is emptied first, so no stale Oracle reply is ever resumed."""
-    import hashlib
-    import json
-    import shutil
-
     from .pretrain import base_config_hash
     from .rectify import filter_pairs
 
