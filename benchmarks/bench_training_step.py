@@ -89,7 +89,8 @@ def main():
     runs = len(experiments.table_specs(profile)) + 1  # + notebook 01's hot-pairs run
     estimate = runs * (steps * rows[1][2] + seconds) / profile.experiments.workers
     print(f"estimate for the {runs} runs of notebooks 01 + 03 on {profile.experiments.workers} workers "
-          f"(each timed as a pair run of {steps} steps + one evaluation): {estimate / 60:.1f} min")
+          f"(each timed as a pair run of {steps} steps + one evaluation): at least {estimate / 60:.1f} min "
+          f"(best-of-{REPEATS} step times; no optimizer step, probes, loading or reference passes)")
 
 
 if __name__ == "__main__":
