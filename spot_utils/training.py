@@ -179,9 +179,7 @@ class SPoTTrainer(DPOTrainer):
         without building the [B, T, V] logits; the reference pass uses this same forward, so at
         step 0 policy and reference log-probs agree and r = 0 (to float rounding)."""
         parts, order = [], []
-        for rows, length in length_groups(inputs["attention_mask"], torch.arange(len(labels)), self.group_rows):
-            out = model(input_ids=inputs["input_ids"][rows, :length], attention_mask=inputs["attention_mask"][rows, :length],
-                        labels=labels[rows, :length], use_cache=False, fused_lm_head=True)
+        for rows, out, _ in self._forwards(model, inputs, labels, torch.arange(len(labels)), fused=True):
             parts.append(out.log_probs.sum(dim=1))
             order.append(rows)
         return torch.cat(parts)[torch.argsort(torch.cat(order))]  # back in batch order
@@ -201,24 +199,27 @@ class SPoTTrainer(DPOTrainer):
         n = labels.size(0) // 2
         loss_fn = losses.dft if self.method == "dft" else losses.nll
         loss_sum, chosen_logps = 0.0, torch.zeros(n, device=labels.device)
-        for rows, logits, row_labels in self._forwards(model, inputs, labels, torch.arange(n)):
-            loss_sum = loss_sum + loss_fn(logits, row_labels, reduction="sum")
-            chosen_logps[rows] = losses.sequence_logps(logits.detach(), row_labels)[0]
+        for rows, out, row_labels in self._forwards(model, inputs, labels, torch.arange(n)):
+            loss_sum = loss_sum + loss_fn(out.logits, row_labels, reduction="sum")
+            chosen_logps[rows] = losses.sequence_logps(out.logits.detach(), row_labels)[0]
         loss = loss_sum / (labels[:n, 1:] != -100).sum()  # the mean over the micro-batch's completion tokens
         rejected_logps = None
         if self.paired:  # y- is never trained on; no-grad forwards to log its reward (Fig. 4's pull-up)
             rejected_logps = torch.zeros(n, device=labels.device)
             with torch.no_grad():
-                for rows, logits, row_labels in self._forwards(model, inputs, labels, torch.arange(n, 2 * n)):
-                    rejected_logps[rows - n] = losses.sequence_logps(logits, row_labels)[0]
+                for rows, out, row_labels in self._forwards(model, inputs, labels, torch.arange(n, 2 * n)):
+                    rejected_logps[rows - n] = losses.sequence_logps(out.logits, row_labels)[0]
         return loss, chosen_logps, rejected_logps
 
-    def _forwards(self, model, inputs, labels, rows):
-        """(rows, logits, labels) for each length group of `rows` (see length_groups)."""
+    def _forwards(self, model, inputs, labels, rows, fused=False):
+        """(rows, model output, their labels) for each length group of `rows` (see length_groups).
+        fused: TRL's fused LM head, whose output holds per-token log-probs instead of logits."""
         for group, length in length_groups(inputs["attention_mask"], rows, self.group_rows):
-            logits = model(input_ids=inputs["input_ids"][group, :length],
-                           attention_mask=inputs["attention_mask"][group, :length], use_cache=False).logits
-            yield group, logits, labels[group, :length]
+            group_labels = labels[group, :length]
+            head = {"labels": group_labels, "fused_lm_head": True} if fused else {}
+            out = model(input_ids=inputs["input_ids"][group, :length],
+                        attention_mask=inputs["attention_mask"][group, :length], use_cache=False, **head)
+            yield group, out, group_labels
 
     def _log_rewards(self, mode, inputs, chosen_logps, rejected_logps):
         """Implicit rewards r = beta * (log pi - log pi_ref) (Eq. 3), averaged by TRL's `log` over the
