@@ -19,20 +19,44 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
+# Pinned CPU numerics: the same bits on every x86-64 CPU with AVX2 (an AVX-512 CPU would otherwise run
+# other kernels and MKL code paths, and train another base from the same seed). Read when torch loads.
+export ATEN_CPU_CAPABILITY := avx2
+export MKL_CBWR := AVX2
+# No widget progress bars from transformers ("Loading weights") in executed notebooks.
+export HF_HUB_DISABLE_PROGRESS_BARS := 1
+# The kernel that notebooks run on carries the same variables, so a notebook opened in JupyterLab
+# computes what `make reproduce` computes.
+KERNEL_ENV := $(foreach v,ATEN_CPU_CAPABILITY MKL_CBWR PYTHONHASHSEED HF_HUB_DISABLE_PROGRESS_BARS TOKENIZERS_PARALLELISM,--env $(v) $($(v)))
+# The CPU install's versions: every package, direct and transitive, as they made the committed outputs.
+LOCK := requirements/cpu.lock
 
-.PHONY: setup reproduce test unit nbval bench tune figures clean distclean
+.PHONY: setup lock reproduce test unit nbval bench tune figures clean distclean
 
 setup: $(VENV)/.setup-done
 
 # torch is pinned and installed first: on this kind of machine 2.13.0 is a local CPU wheel, and an
-# unpinned torch (pulled in by a dependency) would download a multi-GB CUDA build.
-$(VENV)/.setup-done: pyproject.toml
+# unpinned torch (pulled in by a dependency) would download a multi-GB CUDA build. Everything else
+# comes at the versions of the lock.
+$(VENV)/.setup-done: pyproject.toml $(LOCK) Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (SPoT repro)" >/dev/null
+	$(BIN)/python -m pip install --quiet -c $(LOCK) torch
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (SPoT repro)" $(KERNEL_ENV) >/dev/null
 	touch $@
+
+# Refresh the lock: the newest versions pyproject.toml allows, resolved in a scratch venv. The tiny
+# profile's numbers may change with them: run `make reproduce` and commit the outputs with the lock.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet torch==2.13.0
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	{ echo "# CPU install of spot_utils[dev] (make setup installs with -c this file). Made by 'make lock';"; \
+	  echo "# the committed notebook outputs were computed with exactly these versions."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > $(LOCK)
+	rm -rf .lock-venv
 
 # Tiny: executed in place (the committed notebooks carry the tiny outputs).
 # Any other profile: executed copies go to runs/<profile>/notebooks/, committed ones stay untouched.
@@ -49,8 +73,15 @@ test: setup unit nbval
 unit: setup
 	$(BIN)/python -m pytest tests -q
 
+# Under test the notebooks write their figures and tables to runs/nbval/ (SPOT_OUTPUT_ROOT), never over
+# the committed ones; nbval compares the cells marked NBVAL_CHECK_OUTPUT with the committed outputs,
+# after tests/nbval_sanitize.cfg has masked what legitimately varies (wall times, addresses).
 nbval: setup
-	$(BIN)/python -m pytest -q --nbval-lax --nbval-kernel-name $(KERNEL) $(NOTEBOOKS)
+	SPOT_OUTPUT_ROOT=$(CURDIR)/runs/nbval $(BIN)/python -m pytest -q -p tests.nbval_settings --nbval-lax \
+	  --nbval-kernel-name $(KERNEL) --nbval-sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOKS)
+	@# the tables notebook 04 just computed must be the committed ones, byte for byte
+	@set -e; for f in runs/nbval/results/tiny/*; do cmp -s "$$f" "results/tiny/$$(basename $$f)" || \
+	  { echo "results/tiny/$$(basename $$f) differs from what the notebooks computed ($$f): run make reproduce"; exit 1; }; done
 
 bench: setup
 	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done

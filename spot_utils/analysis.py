@@ -73,7 +73,8 @@ def gradient_identity(policy, reference, tokenizer, pairs: Sequence[dict], beta:
         g_rw  = grad of  -log sigmoid(r(x, y+))            (Reward-SFT, Eq. 5)
         g_sft = grad of  -log pi(y+|x)                      (SFT, Eq. 2)
     Eq. 6 says g_rw = (1 - sigmoid(r)) * beta * g_sft. Returns r, lambda = 1 - sigmoid(r), the largest
-    deviation from the identity (L2 over all parameters) and the relative error, per example."""
+    deviation from the identity (L2 over all parameters) and the relative error, per example.
+    Meaningful only where lambda is representable: see eq6_check, which picks such pairs."""
     policy, reference = policy.double().eval(), reference.double().eval()
     params = [p for p in policy.parameters() if p.requires_grad]
     rows = []
@@ -91,6 +92,47 @@ def gradient_identity(policy, reference, tokenizer, pairs: Sequence[dict], beta:
                      "|g_rw - lambda beta g_sft|": dev, "rel_err": dev / max(lam * beta * norm_sft, 1e-300)})
     policy.float(), reference.float()
     return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def chosen_rewards(policy, reference, tokenizer, pairs: Sequence[dict], beta: float) -> list[float]:
+    """r(x, y+) = beta (log pi(y+|x) - log pi_ref(y+|x)) for each pair, batched, no gradients."""
+    items = [(pair["prompt"], pair["chosen"]) for pair in pairs]
+    return [beta * float(new.sum() - old.sum()) for new, old in
+            zip(token_logps_batch(policy, tokenizer, items), token_logps_batch(reference, tokenizer, items))]
+
+
+# Below this lambda the identity cannot be checked in floating point: the model's float32 segments
+# (Qwen3RMSNorm computes in float32 even in a float64 model) flush the scaled gradient towards zero
+# while lambda itself is still a tiny nonzero float64, so "deviation / (lambda beta |g_sft|)" becomes a
+# ratio of two underflows (0.99 at r = 132, lambda ~ 5e-58). At 1e-6 (r < 13.8) the check keeps a margin
+# of many orders of magnitude above any underflow.
+MIN_CHECKABLE_LAMBDA = 1e-6
+
+
+def eq6_check(policy, reference, tokenizer, pairs: Sequence[dict], beta: float, n: int = 6,
+              min_lambda: float = MIN_CHECKABLE_LAMBDA) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Eq. 6 on the first n pairs (in the given order) whose lambda is representable.
+
+    Returns (checked, saturated): gradient_identity's rows for the checked pairs, and the pairs passed
+    over on the way because the reward saturated the sigmoid (lambda < min_lambda), with their r and lambda.
+    A saturated pair is not a failure of the identity (lambda ~ 0 there: the tether has let go), only a
+    place where float64 cannot show it."""
+    chosen, saturated = [], []
+    for start in range(0, len(pairs), 4 * n):  # rewards in chunks: usually the first chunk suffices
+        chunk = pairs[start:start + 4 * n]
+        for pair, r in zip(chunk, chosen_rewards(policy, reference, tokenizer, chunk, beta)):
+            if len(chosen) == n:
+                break
+            lam = float(losses.tether(torch.tensor(r, dtype=torch.float64)))
+            if lam >= min_lambda:
+                chosen.append(pair)
+            else:
+                saturated.append({"id": pair["id"], "r": r, "lambda": lam})
+        if len(chosen) == n:
+            break
+    checked = gradient_identity(policy, reference, tokenizer, chosen, beta)
+    return checked, pd.DataFrame(saturated, columns=["id", "r", "lambda"])
 
 
 # -----------------------------------------------------------------------------

@@ -10,8 +10,10 @@ allowed, because a silently ignored typo in a config is a silently different exp
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +67,7 @@ class WorldConfig:
     connect4_max_no_win_fraction: float = 0.2
 
     _positive = ("arith_max_value", "arith_max_operand", "test_size_per_tier", "connect4_test_size")
+    _unit = ("connect4_max_no_win_fraction",)
 
 
 @dataclass
@@ -86,7 +89,9 @@ class PretrainConfig:
     probe_size: int = 24             # per tier / skill
     threads: int = 2
 
-    _positive = ("steps", "batch_size", "lr", "log_every", "threads")
+    _positive = ("steps", "batch_size", "lr", "log_every", "threads", "grad_clip", "probe_size")
+    _non_negative = ("warmup_steps", "weight_decay", "curriculum_steps", "probe_every")
+    _unit = ("min_lr_ratio",)
 
 
 @dataclass
@@ -124,6 +129,8 @@ class OracleConfig:
     symbolic_rewrite_rate: float = 0.0
 
     _positive = ("max_concurrency", "timeout_s")
+    _non_negative = ("max_retries",)
+    _unit = ("symbolic_rewrite_rate",)
 
 
 @dataclass
@@ -138,6 +145,7 @@ class RectificationConfig:
     oracle: OracleConfig = field(default_factory=OracleConfig)
 
     _positive = ("questions", "samples_per_question")
+    _unit = ("gamma",)
 
 
 def _paper_lr() -> dict[str, float]:
@@ -188,6 +196,7 @@ class ExperimentsConfig:
     probe_size: int = 16             # probe examples per arithmetic tier and per skill
     probe_methods: list[str] = field(default_factory=list)  # the methods probed (the probe costs time)
     _positive = ("workers", "probe_size")
+    _non_negative = ("probe_every",)
 
 
 @dataclass
@@ -229,9 +238,9 @@ _NOT_FROM_YAML = {"source_file"}
 
 
 def profile_path(name_or_path: str | Path) -> Path:
-    """Resolve 'tiny', 'paper', 'paper_llama31_8b' or a path to a YAML file."""
+    """Resolve 'tiny', 'paper', 'paper_llama31_8b' or a path to a YAML file (.yaml/.yml, any case)."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml"):
+    if p.suffix.lower() in (".yaml", ".yml"):
         if not p.exists():
             raise FileNotFoundError(f"profile file not found: {p}")
         return p
@@ -239,26 +248,40 @@ def profile_path(name_or_path: str | Path) -> Path:
     path = CONFIG_DIR / f"{name}.yaml"
     if not path.exists():
         known = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml")) + sorted(PROFILE_ALIASES)
-        raise ConfigError(f"unknown profile {name_or_path!r}; known profiles: {', '.join(known)}")
+        raise ConfigError(f"unknown profile '{name_or_path}'; known profiles: {', '.join(known)} "
+                          "(or a path to a .yaml file)")
     return path
 
 
 def load_profile(name_or_path: str | Path = "tiny", **overrides: Any) -> Profile:
-    """Load and validate a profile. `overrides` use dotted keys: load_profile("tiny", **{"pretrain.steps": 10})."""
+    """Load and validate a profile. `overrides` use dotted keys: load_profile("tiny", **{"pretrain.steps": 10});
+    an error about an overridden key names the override, not a line of the file."""
     path = profile_path(name_or_path)
-    text = path.read_text()
+    text = _read_text(path)
     try:
+        lines = _key_lines(yaml.compose(text), path)
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
-    lines = _key_lines(text)
     for dotted, value in overrides.items():
-        _set_dotted(data, dotted.split("."), value)
+        where = f"{path} (override {dotted}={value!r})"
+        _set_dotted(data, dotted.split("."), value, where)
+        lines[dotted] = f"override {dotted}={value!r}"
     profile = _build(Profile, data, path, lines, prefix="")
     profile.source_file = str(path)
     return profile
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 whatever the locale (a BOM is fine); an undecodable byte names its line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}, line {line}: not valid UTF-8 (byte {raw[e.start]:#04x})") from None
 
 
 def _build(cls, data: dict, path: Path, lines: dict, prefix: str):
@@ -289,6 +312,8 @@ def _check_type(value: Any, hint: Any, where: str, key: str) -> Any:
     if hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
+        if ok and not math.isfinite(value):  # YAML's .nan / .inf: no setting here means "unbounded"
+            raise ConfigError(f"{where}: '{key}' must be a finite number, got {value!r}")
     elif hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint is bool:
@@ -323,6 +348,14 @@ def _check_values(obj, path: Path, lines: dict, prefix: str) -> None:
         value = getattr(obj, key)
         if value <= 0:
             raise ConfigError(f"{_where(path, lines, prefix + key)}: '{prefix}{key}' must be > 0, got {value!r}")
+    for key in getattr(obj, "_non_negative", ()):
+        value = getattr(obj, key)
+        if value < 0:
+            raise ConfigError(f"{_where(path, lines, prefix + key)}: '{prefix}{key}' must be >= 0, got {value!r}")
+    for key in getattr(obj, "_unit", ()):
+        value = getattr(obj, key)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{_where(path, lines, prefix + key)}: '{prefix}{key}' must be in [0, 1], got {value!r}")
     if isinstance(obj, GenerationConfig):
         if not 0.0 <= obj.temperature <= 2.0:
             raise ConfigError(f"{_where(path, lines, prefix + 'temperature')}: temperature must be in [0, 2]")
@@ -338,14 +371,14 @@ def _check_values(obj, path: Path, lines: dict, prefix: str) -> None:
         lo, hi = (obj.skill_word_len + [0, 0])[:2]
         if len(obj.skill_word_len) != 2 or not 1 <= lo <= hi:
             raise ConfigError(f"{_where(path, lines, prefix + 'skill_word_len')}: must be [min, max] with 1 <= min <= max")
-        if min(obj.arith_train_steps + obj.arith_test_steps) < 1:
-            raise ConfigError(f"{_where(path, lines, prefix + 'arith_train_steps')}: step counts must be >= 1")
-        if not 0.0 <= obj.connect4_max_no_win_fraction <= 1.0:
-            raise ConfigError(f"{_where(path, lines, prefix + 'connect4_max_no_win_fraction')}: must be in [0, 1]")
-    if isinstance(obj, OracleConfig) and not 0.0 <= obj.symbolic_rewrite_rate <= 1.0:
-        raise ConfigError(f"{_where(path, lines, prefix + 'symbolic_rewrite_rate')}: must be in [0, 1]")
-    if isinstance(obj, RectificationConfig) and not 0.0 <= obj.gamma <= 1.0:
-        raise ConfigError(f"{_where(path, lines, prefix + 'gamma')}: gamma must be in [0, 1], got {obj.gamma!r}")
+        for key in ("arith_train_steps", "arith_test_steps"):
+            if not getattr(obj, key) or min(getattr(obj, key)) < 1:
+                raise ConfigError(f"{_where(path, lines, prefix + key)}: '{prefix}{key}' needs step counts >= 1, "
+                                  f"got {getattr(obj, key)}")
+        if obj.arith_max_value < 10:  # questions start from a two-digit number (arithmetic.random_problem)
+            raise ConfigError(f"{_where(path, lines, prefix + 'arith_max_value')}: '{prefix}arith_max_value' must be "
+                              f">= 10, got {obj.arith_max_value}")
+        _check_feasible(obj, obj.arith_test_steps, obj.test_size_per_tier, prefix + "test_size_per_tier", path, lines)
     if isinstance(obj, TrainingConfig):
         _check_training(obj, path, lines, prefix)
     if isinstance(obj, ExperimentsConfig) and set(obj.probe_methods) - set(METHODS):
@@ -361,9 +394,11 @@ def _check_values(obj, path: Path, lines: dict, prefix: str) -> None:
             if bad or not mix or min(mix.values()) < 0 or sum(mix.values()) <= 0:
                 raise ConfigError(f"{_where(path, lines, prefix + key)}: {key} needs non-negative weights for "
                                   f"arithmetic, skills, connect4 (got {mix})")
-        if not 0 <= obj.curriculum_steps <= obj.steps:
+        if obj.curriculum_steps > obj.steps:
             raise ConfigError(f"{_where(path, lines, prefix + 'curriculum_steps')}: '{prefix}curriculum_steps' must be in "
                               f"[0, steps={obj.steps}], got {obj.curriculum_steps}")
+    if isinstance(obj, Profile):
+        _check_profile_feasible(obj, path, lines)
 
 
 def _check_training(obj: TrainingConfig, path: Path, lines: dict, prefix: str) -> None:
@@ -390,30 +425,114 @@ def _check_training(obj: TrainingConfig, path: Path, lines: dict, prefix: str) -
 
 
 def _where(path: Path, lines: dict, dotted: str) -> str:
+    """'file, line N' for a key of the file; 'file (override k=v)' for an override or a key inside one."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        loc = lines.get(".".join(parts[:i]))
+        if isinstance(loc, str):
+            return f"{path} ({loc})"
     line = lines.get(dotted)
     return f"{path}, line {line}" if line else f"{path}"
 
 
-def _key_lines(text: str) -> dict[str, int]:
-    """Map each dotted key of a YAML mapping to its 1-based line number (for error messages)."""
-    out: dict[str, int] = {}
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return out
+def _key_lines(root, path: Path) -> dict[str, int | str]:
+    """Map each dotted key of a composed YAML document to its 1-based line number (for error
+    messages). A key given twice in one mapping is an error: YAML would silently keep the last."""
+    out: dict[str, int | str] = {}
 
     def walk(node, prefix):
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                key = f"{prefix}{k.value}"
-                out[key] = k.start_mark.line + 1
-                walk(v, key + ".")
+        if not isinstance(node, yaml.MappingNode):
+            return
+        seen: dict[str, int] = {}
+        for k, v in node.value:
+            if not isinstance(k, yaml.ScalarNode):
+                continue  # not a key we have; _build names it
+            key, line = f"{prefix}{k.value}", k.start_mark.line + 1
+            if k.value in seen:
+                raise ConfigError(f"{path}, line {line}: duplicate key '{key}' (first set on line {seen[k.value]}); "
+                                  "YAML would silently keep the last one")
+            seen[k.value] = out[key] = line
+            walk(v, key + ".")
 
     walk(root, "")
     return out
 
 
-def _set_dotted(data: dict, keys: list[str], value: Any) -> None:
+def _set_dotted(data: dict, keys: list[str], value: Any, where: str) -> None:
     for k in keys[:-1]:
         data = data.setdefault(k, {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: '{k}' is not a section, so it has no key '{keys[-1]}'")
     data[keys[-1]] = value
+
+# -----------------------------------------------------------------------------
+# feasibility: every set a profile asks the miniature world for must exist (its samplers draw
+# distinct questions until they have enough, so an impossible size never finishes)
+
+_FEASIBILITY_CAP = 2000  # more distinct questions exist for a larger max_value, never fewer
+
+
+@functools.lru_cache(maxsize=256)
+def _arith_questions(steps: int, max_value: int, max_operand: int) -> int:
+    """How many distinct questions of `steps` steps arithmetic.random_problem can draw. Mirrors its
+    rules (start in [10, min(99, max_value)]; + and - by 1..max_operand, * by 2..9; every value in
+    [0, max_value]); tests/test_config.py checks the count against the sampler itself."""
+    m = max_value
+    paths = [1] * (m + 1)  # paths[v]: operation sequences of the remaining length from value v
+    for _ in range(steps):
+        below = [0]  # below[i] = sum(paths[:i])
+        for x in paths:
+            below.append(below[-1] + x)
+        nxt = []
+        for v in range(m + 1):
+            total = below[v + min(max_operand, m - v) + 1] - below[v + 1]  # + b
+            total += below[v] - below[v - min(max_operand, v)]  # - b
+            if 2 * v <= m:  # * b
+                total += 8 * paths[0] if v == 0 else sum(paths[v * b] for b in range(2, min(9, m // v) + 1))
+            nxt.append(total)
+        paths = nxt
+    return sum(paths[10:min(99, m) + 1])
+
+
+def _arith_count(w: WorldConfig, steps: int, need: int) -> int:
+    """Distinct questions of a tier, counted exactly only when a capped count falls short of `need`."""
+    have = _arith_questions(steps, min(w.arith_max_value, _FEASIBILITY_CAP), w.arith_max_operand)
+    if have >= need or w.arith_max_value <= _FEASIBILITY_CAP:
+        return have
+    return _arith_questions(steps, w.arith_max_value, w.arith_max_operand)
+
+
+def _check_feasible(w: WorldConfig, steps: list[int], size: int, key: str, path: Path, lines: dict) -> None:
+    """`size` (the value of `key`) distinct questions per arithmetic tier in `steps` and per skill must
+    exist. The error points at the limiting world key, or at `key` when an override set it."""
+    def where(limit):
+        return _where(path, lines, key if isinstance(lines.get(key), str) else f"world.{limit}")
+
+    for s in sorted(set(steps)):
+        have = _arith_count(w, s, size)
+        if size > have:
+            raise ConfigError(f"{where('arith_max_value')}: '{key}' = {size} asks for {size} distinct {s}-step questions, "
+                              f"but world.arith_max_value={w.arith_max_value} and world.arith_max_operand="
+                              f"{w.arith_max_operand} allow only {have}")
+    lo, hi = w.skill_word_len
+    words = sum(26 ** n for n in range(lo, hi + 1))
+    if w.skills and size > words:
+        raise ConfigError(f"{where('skill_word_len')}: '{key}' = {size} asks for {size} distinct words per skill, but "
+                          f"world.skill_word_len={w.skill_word_len} allows only {words}")
+
+
+def _check_profile_feasible(p: Profile, path: Path, lines: dict) -> None:
+    w = p.world
+    probes = [("pretrain.probe_size", p.pretrain.probe_size, p.pretrain.probe_every),
+              ("experiments.probe_size", p.experiments.probe_size, p.experiments.probe_every and p.experiments.probe_methods)]
+    for key, size, used in probes:
+        if used:
+            _check_feasible(w, w.arith_train_steps, size, key, path, lines)
+    if p.is_tiny:  # elicitation: fresh questions of the training tiers, none of them a test question
+        train = set(w.arith_train_steps)
+        taken = w.test_size_per_tier * len(train & set(w.arith_test_steps))
+        room = sum(_arith_count(w, s, p.rectification.questions + taken) for s in train) - taken
+        if p.rectification.questions > room:
+            raise ConfigError(f"{_where(path, lines, 'rectification.questions')}: 'rectification.questions' = "
+                              f"{p.rectification.questions}, but world.arith_train_steps={w.arith_train_steps} have only "
+                              f"{max(room, 0)} distinct questions that are not test questions")

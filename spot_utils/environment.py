@@ -1,9 +1,52 @@
-"""What the notebooks print first: the software and hardware a result was produced on."""
+"""What the notebooks print first: the software and hardware a result was produced on, and whether
+the CPU numerics are pinned so that the tiny profile's numbers are the same on every x86-64 CPU."""
 from __future__ import annotations
 
 import os
 import platform
+import warnings
 from pathlib import Path
+
+from .config import REPO_ROOT
+
+# torch picks AVX-512 kernels and MKL its own code path where the CPU has AVX-512, so float sums (and
+# from the first training step on, every number) differ from an AVX2 machine. These two variables make
+# every x86-64 CPU with AVX2 compute the same bits. They are read when torch loads: the Makefile and the
+# Jupyter kernel `make setup` registers set them; a library cannot set them for a process already running.
+NUMERICS_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+
+
+def cpu_vector_extensions() -> str:
+    """The widest of AVX-512 / AVX2 this CPU offers (Linux), else the machine name (e.g. aarch64)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    return "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else platform.machine())
+
+
+def numerics_problems() -> list[str]:
+    """What keeps this process from the pinned CPU numerics ([] when pinned, or not an x86-64 CPU)."""
+    import torch
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return []  # the promise is for x86-64; elsewhere (e.g. ARM) the last bits differ anyway
+    problems = [f"{k}={os.environ.get(k, '(unset)')} (want {v})" for k, v in NUMERICS_PINS.items()
+                if os.environ.get(k) != v]
+    kernels = torch.backends.cpu.get_cpu_capability()
+    if kernels not in ("AVX2", "DEFAULT"):
+        problems.append(f"torch runs {kernels} kernels (want AVX2; set the variable before torch is imported)")
+    return problems
+
+
+def warn_if_numerics_unpinned() -> None:
+    """Warn loudly when the tiny profile runs without the pins: its numbers will not be the committed ones."""
+    problems = numerics_problems()
+    if problems:
+        warnings.warn("CPU numerics are not pinned: " + "; ".join(problems) + ". On this CPU the tiny profile's "
+                      "numbers will differ from the committed ones. Run through `make` or the 'Python (SPoT repro)' "
+                      "kernel, or export " + " ".join(f"{k}={v}" for k, v in NUMERICS_PINS.items())
+                      + " before starting Python.", RuntimeWarning, stacklevel=3)
 
 
 def environment_report() -> dict[str, str]:
@@ -17,6 +60,9 @@ def environment_report() -> dict[str, str]:
         "platform": platform.platform(),
         "cpu cores": str(os.cpu_count()),
         "torch threads": str(torch.get_num_threads()),
+        "cpu vector extensions": cpu_vector_extensions(),
+        "torch CPU kernels": torch.backends.cpu.get_cpu_capability(),
+        **{k: os.environ.get(k, "(unset)") for k in NUMERICS_PINS},
         "gpu": gpu,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -38,3 +84,48 @@ def pretrained_availability(name_or_path: str) -> dict[str, object]:
         hit = None
     found = isinstance(hit, str)
     return {"model": name_or_path, "available": found, "where": hit if found else "not in the local HF cache"}
+
+
+def output_root() -> Path:
+    """Where notebooks write the committed figures/ and results/: the repository, or $SPOT_OUTPUT_ROOT.
+    `make nbval` points it under runs/, so executing the notebooks under test never rewrites a committed
+    file; only `make reproduce` (or a notebook run by hand) refreshes them."""
+    root = os.environ.get("SPOT_OUTPUT_ROOT")
+    return Path(root).resolve() if root else REPO_ROOT
+
+
+def repo_relative(path) -> str:
+    """A path as printed in notebook outputs: relative to the repository when inside it, so committed
+    outputs do not carry the directory of the machine that made them."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def numerics_fingerprint(threads: int = 1) -> str:
+    """A short hash of the bits of one training step's gradients: a small Qwen3 (ModelConfig's defaults),
+    seeded weights and data, `threads` torch threads (post-training runs use 1, pretraining 2). Two machines
+    with the same fingerprint compute the same numbers; notebook 00 shows it and nbval checks it, so a
+    CPU whose bits differ despite the pins is named at once instead of through a changed table."""
+    import hashlib
+
+    import torch
+
+    from .config import ModelConfig
+    from .modeling import build_char_tokenizer, build_tiny_model
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        tokenizer = build_char_tokenizer()
+        model = build_tiny_model(ModelConfig(), tokenizer, seed=0)
+        ids = torch.randint(5, len(tokenizer), (16, 64), generator=torch.Generator().manual_seed(0))
+        model(input_ids=ids, labels=ids).loss.backward()
+        digest = hashlib.sha256()
+        for p in model.parameters():
+            digest.update(p.grad.numpy().tobytes())
+        return digest.hexdigest()[:12]
+    finally:
+        torch.set_num_threads(before)

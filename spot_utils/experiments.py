@@ -26,15 +26,16 @@ import os
 import random
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .config import Profile
 from .data import read_jsonl, write_jsonl
+from .progress import progress as progress_bar
 
 METHOD_DATA = {"sft": "sft_direct", "rft": "correct", "sft_plus": "pairs", "dft": "pairs", "dpo": "pairs",
                "reward_sft": "pairs", "spot_bce": "pairs", "spot_bco": "pairs"}  # each method's Table 1-2 data
@@ -75,10 +76,45 @@ def table_datasets(profile: Profile) -> dict[str, Path]:
     for name, records in sets.items():
         path = out / f"{name}.jsonl"
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)  # write_jsonl's format
-        if not path.exists() or path.read_text() != text:  # rewrite only on change: keeps the file hashes stable
-            write_jsonl(path, records)
+        if _launch_rank() == 0:
+            if not path.exists() or path.read_text() != text:  # rewrite only on change: keeps the file hashes stable
+                write_jsonl(path, records)
+        else:  # every rank builds the same sets; two writing one file (one temporary name) collide
+            _wait_for_text(path, text)
         paths[name] = path
     return paths
+
+
+def _launch_rank() -> int:
+    """This process's global rank under torchrun / accelerate launch; 0 when launched alone."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def _wait_for_text(path: Path, text: str, timeout_s: float = 600.0) -> None:
+    """Wait until rank 0 has written `text` to `path`. A file, not a barrier: before the Trainer
+    exists no process group does (and creating one here would fix its backend and timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while not (path.exists() and path.read_text() == text):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank {_launch_rank()}: rank 0 did not write {path} within {timeout_s:.0f} s "
+                               "(or wrote other data: do all ranks read the same runs/<profile>/data?)")
+        time.sleep(0.2)
+
+
+@contextmanager
+def main_process_writes():
+    """After the Trainer has set up the processes: yields True on the main process (the only one
+    when not launched distributed), then holds every process until it is done writing."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        yield True
+        return
+    from accelerate import PartialState
+
+    state = PartialState()  # the Trainer's, already initialised
+    try:
+        yield state.is_main_process
+    finally:
+        state.wait_for_everyone()
 
 
 def _subsample(records: list[dict], k: int, rng: random.Random) -> list[dict]:
@@ -164,13 +200,15 @@ def evaluation_set(profile: Profile, split: str) -> list:
 
 
 def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int | None = None,
-            progress: bool = False, split: str = "test", data: dict[str, Path] | None = None) -> dict:
+            progress: bool = False, split: str = "test", data: dict[str, Path] | None = None,
+            resume: bool = False) -> dict:
     """Train one run (unless cached), evaluate it on `split`, return its summary. `data` adds data
-    sets (name -> JSONL) to those of table_datasets, e.g. an analysis's own pairs."""
+    sets (name -> JSONL) to those of table_datasets, e.g. an analysis's own pairs. `resume`: continue
+    from the run folder's latest checkpoint (training.save_steps). Launched on several processes,
+    every rank trains; the main one evaluates and writes the summary, which the others then read."""
     import torch
 
-    from . import evaluation, training, world
-    from .modeling import load_model
+    from . import training, world
     from .pretrain import load_base
 
     if threads is not None:
@@ -195,9 +233,20 @@ def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int 
                                                 profile.generation.max_new_tokens))
     start = time.time()
     result = training.train(spec.method, paths[spec.data], p, folder, model=model, tokenizer=tokenizer,
-                            callbacks=callbacks, seed=spec.seed, progress=progress,
-                            ref_cache_dir=reference_cache(profile))
+                            resume_from_checkpoint=True if resume else None, callbacks=callbacks, seed=spec.seed,
+                            progress=progress, ref_cache_dir=reference_cache(profile))
     train_seconds = time.time() - start
+    summary = None
+    with main_process_writes() as main:
+        if main:
+            summary = _summarise(profile, spec, folder, split, paths, threads, result, start, train_seconds)
+    return summary if summary is not None else json.loads((folder / RUN_FILE).read_text())
+
+
+def _summarise(profile, spec, folder, split, paths, threads, result, start, train_seconds) -> dict:
+    """Evaluate the trained run (tiny) and write its summary, spot_run.json."""
+    from . import evaluation
+    from .modeling import load_model
 
     if profile.is_tiny:
         trained, tok = load_model(result.model_dir)
@@ -297,7 +346,7 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
                 f"--profile {profile.name} --method {s.method} --data {s.data}{extra} --seed {s.seed}")
         return summaries_frame([json.loads((run_dir(profile, s, group) / RUN_FILE).read_text()) for s in specs])
     results: dict[RunSpec, dict] = {}
-    bar = tqdm(total=len(specs), desc="runs", disable=not progress, mininterval=1.0)
+    bar = progress_bar(total=len(specs), desc="runs", disable=not progress)
     if workers <= 1:
         for spec in specs:
             results[spec] = run_one(profile, spec, group, split=split, data=data)
@@ -429,17 +478,21 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(description="train and evaluate one run of Tables 1-3")
     parser.add_argument("--profile", default="tiny")
-    parser.add_argument("--method", required=True)
+    parser.add_argument("--method", required=True, choices=list(METHOD_DATA), metavar="METHOD",
+                        help=f"one of {', '.join(METHOD_DATA)}")
     parser.add_argument("--data", default=None, help="a data set of table_datasets (default: the method's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-file", default=None, metavar="JSONL",
                         help="train on this file instead, under the name given by --data (e.g. notebook 01's hot pairs)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the latest checkpoint-N in the run folder (needs training.save_steps > 0)")
     args = parser.parse_args(argv)
     profile = load_profile(args.profile)
     if args.data_file and not args.data:
         parser.error("--data-file needs --data NAME (the run's folder is <method>@<NAME>)")
     spec = RunSpec(args.method, args.data or METHOD_DATA[args.method], args.seed)
-    summary = run_one(profile, spec, data={args.data: Path(args.data_file)} if args.data_file else None)
+    summary = run_one(profile, spec, data={args.data: Path(args.data_file)} if args.data_file else None,
+                      resume=args.resume)
     print(json.dumps({"name": summary["name"], "seed": summary["seed"], **summary["headline"]}))
 
 

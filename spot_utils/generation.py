@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Sequence, Union
 
 import torch
-from tqdm.auto import tqdm
 
 from .pretrain import prompt_text
+from .progress import progress as progress_bar
 
 Prompt = Union[str, list]  # a question string, or a full list of chat messages
 
@@ -57,7 +57,7 @@ def _generate_hf(model_or_path, prompts, n, temperature, top_p, max_new_tokens, 
     per_batch = max(1, batch_size // n)
     out: list[list[str]] = [[] for _ in texts]
     batches = [order[i:i + per_batch] for i in range(0, len(order), per_batch)]
-    for b, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
+    for b, idx in enumerate(progress_bar(batches, desc=desc, disable=not progress)):
         enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(model.device) for k, v in enc.items()}
         torch.manual_seed(seed * 1_000_003 + b)

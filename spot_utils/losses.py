@@ -235,7 +235,9 @@ def _global_mean(batch_mean, sync):
         device = t.device
         if dist.get_backend() == "nccl" and device.type != "cuda":
             device = torch.device("cuda", torch.cuda.current_device())  # NCCL only reduces CUDA tensors
-        t = t.to(device=device, dtype=torch.float64).reshape(1)
+        # a copy: all_reduce works in place, and `.to` returns the caller's own tensor when it is
+        # already float64 on this device (the trainer logs that tensor as the rank's own mean)
+        t = t.to(device=device, dtype=torch.float64).reshape(1).clone()
         dist.all_reduce(t, op=dist.ReduceOp.SUM)  # SUM then divide: ReduceOp.AVG is NCCL-only
         t = t / dist.get_world_size()
     return float(t.item())

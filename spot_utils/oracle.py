@@ -13,21 +13,28 @@ through the same code.
 
 The API key is read from an environment variable (SPOT_ORACLE_API_KEY by
 default) and only ever handed to the openai client: it is never printed,
-logged, written to results or shown in a repr.
+logged or shown in a repr, and it is cut out of everything a run writes (a
+server may quote it, whole or masked, in an error or even in a 200 reply).
 """
 
 import json
+import math
 import os
+import queue
 import random
 import re
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import openai
-from tqdm.auto import tqdm
+
+from .environment import repo_relative
+from .progress import progress
 
 # -----------------------------------------------------------------------------
 # prompts (paper, Appendix F; layout of Question/Answer lines as in the released script)
@@ -131,9 +138,24 @@ def parse_corrected(text):
 # -----------------------------------------------------------------------------
 # the client
 
+
+class MalformedReplyError(Exception):
+    """A 200 reply the client cannot use: a body that is not JSON (an HTML page from a proxy), no
+    choices, a stream that ends before its finish_reason. Servers do this under load, so it is
+    retried like a 5xx; `reason` says what was wrong."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
 # transient: worth waiting for. Everything else (400 bad request, 401 key, 404 model) fails at once.
 RETRYABLE_ERRORS = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
-                    openai.InternalServerError)
+                    openai.InternalServerError, MalformedReplyError)
+
+
+class _Abandoned(Exception):
+    """Raised in a worker of an interrupted run: its request is dropped, never written."""
 
 
 @dataclass
@@ -142,12 +164,13 @@ class OracleReply:
     thinking: str = ""
     retries: int = 0
     usage: dict | None = None
+    finish_reason: str | None = None  # "length": cut at max_tokens
 
 
 class OracleRequestError(RuntimeError):
-    """A request that failed for good. `reason` is short (the openai error class
-    name) so failures can be tallied; `retries` is how many retries were spent;
-    `status_code` is the HTTP status, or None for connection errors."""
+    """A request that failed for good. `reason` is short (the openai error class name, or
+    "malformed: ..." for an unusable 200 reply) so failures can be tallied; `retries` is how many
+    retries were spent; `status_code` is the HTTP status, or None for connection errors."""
 
     def __init__(self, reason, message, retries, status_code=None):
         super().__init__(f"{reason} after {retries} retries: {message}")
@@ -188,27 +211,179 @@ def _split_think_tags(text, thinking):
     return text[m.end():], thinking + m.group(1)
 
 
-_KEY_LIKE = re.compile(r"\b(?:sk|AIza)[-_A-Za-z0-9*]{8,}")  # OpenAI / Google key shapes, possibly masked
+def _finite(obj):
+    # a usage counter of NaN is no count, and JSON has no NaN: written as null
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    return obj
+
+
+def _usage_of(obj):
+    usage = getattr(obj, "usage", None)
+    if usage is None:
+        return None
+    if hasattr(usage, "model_dump"):
+        return _finite(usage.model_dump(exclude_none=True))
+    return _finite(usage) if isinstance(usage, dict) else None
+
+
+def _read_completion(resp):
+    """(text, thinking, usage, finish_reason) of a plain reply, or MalformedReplyError."""
+    choices = getattr(resp, "choices", None)
+    if not isinstance(choices, list):
+        # the client hands back a non-JSON body as text
+        html = isinstance(resp, str) and "<html" in resp[:500].lower()
+        raise MalformedReplyError("body is not a chat completion" + (" (an HTML page)" if html else ""))
+    if not choices:
+        raise MalformedReplyError("empty choices")
+    choice = next((c for c in choices if getattr(c, "index", 0) == 0), choices[0])  # n > 1: the first
+    msg = getattr(choice, "message", None)
+    content = getattr(msg, "content", None)
+    if msg is None or not isinstance(content, (str, type(None))):
+        raise MalformedReplyError("choice without a text message")
+    return content or "", _reasoning_of(msg), _usage_of(resp), getattr(choice, "finish_reason", None)
+
+
+def _read_stream(stream, abandon):
+    """(text, thinking, usage, finish_reason) of a streamed reply (choice 0), or MalformedReplyError.
+    Stops between chunks when `abandon` is set."""
+    text, thinking, usage, finish = [], [], None, None
+    for chunk in stream:
+        if abandon is not None and abandon.is_set():
+            raise _Abandoned()
+        if getattr(chunk, "usage", None) is not None:
+            usage = _usage_of(chunk)
+        choices = getattr(chunk, "choices", None) or []
+        if not isinstance(choices, list):
+            raise MalformedReplyError("stream chunk is not a chat completion chunk")
+        for choice in choices:
+            if getattr(choice, "index", 0) != 0:
+                continue
+            delta = getattr(choice, "delta", None)
+            if delta is not None:
+                thinking.append(_reasoning_of(delta))
+                content = getattr(delta, "content", None)
+                text.append(content if isinstance(content, str) else "")
+            finish = getattr(choice, "finish_reason", None) or finish
+    if finish is None:  # a cut connection or a proxy that ends the stream early: the text may be partial
+        headers = getattr(getattr(stream, "response", None), "headers", None) or {}
+        ctype = headers.get("content-type", "").split(";")[0]
+        body = "" if not ctype or ctype == "text/event-stream" else f" (the body was {ctype}, not an event stream)"
+        raise MalformedReplyError("stream ended before its finish_reason" + body)
+    return "".join(text), "".join(thinking), usage, finish
 
 
 def _retry_after(err):
-    response = getattr(err, "response", None)
-    if response is None:
+    """The server's wait in seconds (Retry-After-Ms, Retry-After in seconds or as an HTTP date), or
+    None: absent, unreadable or NaN, and our own backoff applies. inf is clamped by _backoff."""
+    headers = getattr(getattr(err, "response", None), "headers", None)
+    if headers is None:
         return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            wait = float(value) * scale
+        except ValueError:
+            wait = _seconds_until(value)
+        if wait is not None and not math.isnan(wait):
+            return wait
+    return None
+
+
+def _seconds_until(http_date):
     try:
-        return float(response.headers.get("retry-after"))
-    except (TypeError, ValueError):
-        return None  # absent, or an HTTP date: fall back to our own backoff
+        when = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return (when - datetime.now(timezone.utc)).total_seconds()
+
+# --- keeping the key out of everything written ---------------------------------
+
+_KEY_LIKE = re.compile(r"\b(?:sk|AIza)[-_A-Za-z0-9*]{8,}")  # OpenAI / Google key shapes, possibly masked
+_MASK = re.compile(r"\*{2,}|\.{2,}|…|•+")  # how providers mask the middle of a key they echo
+_TOKEN = re.compile(r"[^\s\"'`()<>\[\]{},;:=]+")
+_KEY_PART = 6  # this many consecutive characters of the key are a part of it (chance match: ~1e-10 per position)
+
+
+class _Redactor:
+    """Cuts the API key out of text that gets written or shown: the whole key, any run of _KEY_PART
+    of its characters, and masked echoes ("sk-abc...wxyz") whose visible ends are the key's. With
+    error=True (error messages, failure records) anything shaped like a key goes too."""
+
+    def __init__(self, key):
+        self.key = key or ""
+        k = self.key
+        self._parts = {k[i:i + _KEY_PART] for i in range(len(k) - _KEY_PART + 1)} or ({k} if k else set())
+
+    def __call__(self, text, error=False):
+        if not isinstance(text, str) or not text:
+            return text
+        spans = []
+        for part in self._parts:
+            i = text.find(part)
+            while i != -1:
+                spans.append((i, i + len(part)))
+                i = text.find(part, i + 1)
+        spans += [m.span() for m in _TOKEN.finditer(text) if self._masked_echo(m.group())]
+        if error:
+            spans += [m.span() for m in _KEY_LIKE.finditer(text)]
+        return _cut(text, spans)
+
+    def _masked_echo(self, token):
+        pieces = _MASK.split(token)
+        if len(pieces) < 2 or not self.key:
+            return False
+        head, tail = pieces[0], pieces[-1].rstrip(".:!?")
+        # 4 visible characters: "sk-abc...wxyz" is an echo, "**Step" (markdown) is not
+        return (len(head) >= 4 and self.key.startswith(head)) or (len(tail) >= 4 and self.key.endswith(tail))
+
+
+def _cut(text, spans):
+    """text with every span replaced by one "[redacted]"; overlapping or touching spans merge."""
+    merged = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out, pos = [], 0
+    for start, end in merged:
+        out += [text[pos:start], "[redacted]"]
+        pos = end
+    return "".join(out) + text[pos:]
+
+
+def _check_number(name, value, kind, low, low_ok=True):
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    ok = ok and (value >= low if low_ok else value > low) and (kind is int or math.isfinite(value))
+    if not ok:
+        what = "an integer" if kind is int else "a finite number"
+        raise ValueError(f"{name} must be {what} {'>=' if low_ok else '>'} {low}, got {value!r}")
 
 
 class OpenAIOracle:
     """Chat completions against an OpenAI-compatible endpoint, with our own counted
-    retries (`complete`) and a resumable, concurrent batch runner (`run`)."""
+    retries (`complete`) and a resumable, concurrent batch runner (`run`).
+
+    The key is read from the environment variable `api_key_env`; `api_key` passes one directly
+    instead (the local server's per-run token), leaving the environment alone."""
 
     def __init__(self, base_url, model, api_key_env="SPOT_ORACLE_API_KEY", max_concurrency=8, max_retries=5,
                  backoff_base=1.0, backoff_max=60.0, timeout=600.0, stream=True, temperature=None, top_p=None,
-                 max_tokens=None, extra_body=None):
-        api_key = os.environ.get(api_key_env)
+                 max_tokens=None, extra_body=None, api_key=None):
+        _check_number("max_concurrency", max_concurrency, int, 1)
+        _check_number("max_retries", max_retries, int, 0)
+        _check_number("backoff_base", backoff_base, (int, float), 0)
+        _check_number("backoff_max", backoff_max, (int, float), 0)
+        if isinstance(timeout, (int, float)):
+            _check_number("timeout", timeout, (int, float), 0, low_ok=False)
+        api_key = api_key or os.environ.get(api_key_env)
         if not api_key:
             raise RuntimeError(f"Oracle API key not found: set the environment variable {api_key_env}")
         self.base_url, self.model, self.api_key_env = base_url, model, api_key_env
@@ -219,6 +394,7 @@ class OpenAIOracle:
         sampling = dict(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
         self._sampling = {k: v for k, v in sampling.items() if v is not None}
         self.extra_body = extra_body
+        self._redact = _Redactor(api_key)
         # max_retries=0: we retry ourselves, so we can count retries and honour Retry-After
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
 
@@ -236,25 +412,16 @@ class OpenAIOracle:
 
     # --- one request ----------------------------------------------------------
 
-    def _call(self, messages):
+    def _call(self, messages, abandon=None):
         kwargs = dict(model=self.model, messages=messages, stream=self.stream, extra_body=self.extra_body,
                       **self._sampling)
-        if not self.stream:
-            resp = self._client.chat.completions.create(**kwargs)
-            msg = resp.choices[0].message
-            usage = resp.usage.model_dump(exclude_none=True) if resp.usage is not None else None
-            return msg.content or "", _reasoning_of(msg), usage
-        text, thinking, usage = [], [], None
-        with self._client.chat.completions.create(**kwargs) as stream:
-            for chunk in stream:
-                if getattr(chunk, "usage", None) is not None:
-                    usage = chunk.usage.model_dump(exclude_none=True)
-                for choice in chunk.choices:
-                    if choice.index != 0:
-                        continue
-                    thinking.append(_reasoning_of(choice.delta))
-                    text.append(choice.delta.content or "")
-        return "".join(text), "".join(thinking), usage
+        try:
+            if not self.stream:
+                return _read_completion(self._client.chat.completions.create(**kwargs))
+            with self._client.chat.completions.create(**kwargs) as stream:
+                return _read_stream(stream, abandon)
+        except json.JSONDecodeError:
+            raise MalformedReplyError("invalid JSON in the stream" if self.stream else "invalid JSON body") from None
 
     def _backoff(self, attempt, err):
         wait = _retry_after(err)
@@ -263,31 +430,40 @@ class OpenAIOracle:
             wait = min(self.backoff_max, self.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.0)
         return min(max(wait, 0.0), self.backoff_max)
 
-    def complete(self, messages):
+    def complete(self, messages, abandon=None):
         """One chat completion with retries on transient errors -> OracleReply.
-        Raises OracleRequestError (reason = the openai error's class name) when it gives up."""
+        Raises OracleRequestError (reason = the openai error's class name, or "malformed: <what>")
+        when it gives up. `abandon`, a threading.Event set from another thread, stops it between
+        attempts, during a backoff or between stream chunks."""
         retries = 0
         while True:
+            if abandon is not None and abandon.is_set():
+                raise _Abandoned()
             try:
-                text, thinking, usage = self._call(messages)
+                text, thinking, usage, finish = self._call(messages, abandon)
                 text, thinking = _split_think_tags(text, thinking)
-                return OracleReply(text=text, thinking=thinking, retries=retries, usage=usage)
+                return OracleReply(text=text, thinking=thinking, retries=retries, usage=usage, finish_reason=finish)
             except RETRYABLE_ERRORS as e:
                 if retries >= self.max_retries:
                     raise self._give_up(e, retries) from None
-                time.sleep(self._backoff(retries, e))
+                self._sleep(self._backoff(retries, e), abandon)
                 retries += 1
             except openai.APIError as e:  # 400/401/404/...: retrying cannot help
                 raise self._give_up(e, retries) from None
 
+    @staticmethod
+    def _sleep(seconds, abandon):
+        if abandon is None:
+            time.sleep(seconds)
+        elif abandon.wait(seconds):
+            raise _Abandoned()
+
     def _give_up(self, err, retries):
-        # `from None` above and the scrub here: some providers quote (part of) the key
+        # `from None` above and the redaction here: some providers quote (part of) the key
         # in their 401 message, and tracebacks/failure files must never show it
-        message = str(err)
-        key = getattr(self._client, "api_key", None)
-        if isinstance(key, str) and key:
-            message = message.replace(key, "[redacted]")
-        message = _KEY_LIKE.sub("[redacted]", message)
+        message = self._redact(str(err), error=True)
+        if isinstance(err, MalformedReplyError):
+            return OracleRequestError(f"malformed: {err.reason}", message, retries, 200)
         return OracleRequestError(type(err).__name__, message, retries, getattr(err, "status_code", None))
 
     # --- many requests, resumable ---------------------------------------------
@@ -295,116 +471,299 @@ class OpenAIOracle:
     def run(self, requests, out_path, failures_path, parse=parse_corrected, desc="oracle"):
         """Complete every request not already in out_path; see module docstring.
 
-        Successes are appended to out_path, failures to failures_path, one JSON line
-        each, flushed and fsync'd as they finish, so a crash loses at most the
-        requests in flight; rerunning with the same out_path retries only the rest.
+        Successes are appended to out_path, failures to failures_path, one JSON line each, each in
+        one write and fsync'd as they finish, so a crash loses at most the requests in flight;
+        rerunning with the same out_path retries only the rest. On start a line a crash left
+        incomplete is moved aside (repair_reply_file), so out_path always reads strictly; the
+        failures file keeps one line per id still failing, its latest. Ctrl-C stops at once: the
+        requests in flight are abandoned (nothing of theirs is written) and the next run resumes.
         """
         t0 = time.time()
-        dupes = [repr(i) for i, n in Counter(r["id"] for r in requests).items() if n > 1]
-        if dupes:
-            raise ValueError(f"duplicated request ids: {', '.join(dupes[:10])}")
-        for r in requests:
-            if "messages" not in r:
-                raise ValueError(f"request {r['id']!r} has no 'messages'")
-
-        done = _ids_in(out_path)
+        _check_requests(requests)
+        done = repair_reply_file(out_path, desc)
+        _compact_failures(failures_path, done, desc)
         todo = [r for r in requests if r["id"] not in done]
         summary = RunSummary(requested=len(requests), skipped_done=len(requests) - len(todo))
         if summary.skipped_done:
-            print(f"[{desc}] resume: {summary.skipped_done}/{len(requests)} already in {out_path}, skipping them")
+            print(f"[{desc}] resume: {summary.skipped_done}/{len(requests)} already in {repo_relative(out_path)}, "
+                  "skipping them")
         if not todo:
             summary.elapsed_s = time.time() - t0
             return summary
 
+        abandon = threading.Event()
+
         def work(req):
             try:
-                reply = self.complete(req["messages"])
+                reply = self.complete(req["messages"], abandon)
             except OracleRequestError as e:
                 return req, None, {"reason": e.reason, "error": str(e)}, e.retries
-            except Exception as e:  # a bug or an unexpected client error: record it, keep the run going
-                return req, None, {"reason": type(e).__name__, "error": str(e)}, 0
             try:
                 parsed = parse(reply.text)
             except Exception as e:
                 reason = f"parse: {getattr(e, 'reason', None) or type(e).__name__}"
+                if reply.finish_reason == "length":
+                    reason = "parse: cut at max_tokens (finish_reason length)"
                 return req, None, {"reason": reason, "error": str(e), "raw": reply.text}, reply.retries
             meta = {k: v for k, v in req.items() if k not in ("id", "messages")}
-            record = {"id": req["id"], **meta, "response": parsed, "raw": reply.text,
-                      "thinking": reply.thinking, "retries": reply.retries, "usage": reply.usage}
+            record = {"id": req["id"], **meta, "response": self._redact(parsed), "raw": self._redact(reply.text),
+                      "thinking": self._redact(reply.thinking), "retries": reply.retries, "usage": reply.usage}
             return req, record, None, reply.retries
 
-        lock = threading.Lock()  # one writer at a time, whatever thread ends up writing
         with _JsonlAppender(out_path) as out, _JsonlAppender(failures_path) as fails, \
-                ThreadPoolExecutor(max_workers=self.max_concurrency) as pool, \
-                tqdm(total=len(todo), desc=desc, mininterval=0.5) as bar:
-            futures = [pool.submit(work, r) for r in todo]
+                progress(total=len(todo), desc=desc) as bar:
             try:
-                for fut in as_completed(futures):
-                    req, record, failure, retries = fut.result()
-                    with lock:
-                        summary.retries += retries
-                        if record is not None:
-                            out.write(record)
-                            summary.succeeded += 1
-                        else:
-                            fails.write({"id": req["id"], **failure, "retries": retries})
-                            summary.failed += 1
-                            summary.failure_reasons[failure["reason"]] += 1
+                for req, record, failure, retries in self._pool(todo, work, abandon):
+                    summary.retries += retries
+                    if record is not None:
+                        out.write(record)
+                        done.add(req["id"])
+                        summary.succeeded += 1
+                    else:
+                        failure = {k: self._redact(v, error=True) for k, v in failure.items()}
+                        fails.write({"id": req["id"], **failure, "retries": retries})
+                        summary.failed += 1
+                        summary.failure_reasons[failure["reason"]] += 1
                     bar.update(1)
-                    # refresh=False: redraw at most every mininterval (a forced redraw per request floods
-                    # a notebook kernel with widget messages)
+                    # refresh=False: the postfix shows with the bar's next line, not as a line of its own
                     bar.set_postfix(ok=summary.succeeded, failed=summary.failed, retries=summary.retries,
                                     refresh=False)
             except BaseException:
-                # interrupted (e.g. Ctrl-C in a notebook): drop queued work; what is written stays valid
-                for f in futures:
-                    f.cancel()
+                # interrupted (e.g. Ctrl-C in a notebook): what is written stays valid, the rest is dropped
+                abandon.set()
+                print(f"[{desc}] interrupted after {summary.succeeded + summary.failed} of {len(todo)} requests: "
+                      f"those in flight were abandoned, nothing of theirs written; rerun to resume")
                 raise
+        _compact_failures(failures_path, done, desc)
         summary.elapsed_s = time.time() - t0
         return summary
 
+    def _pool(self, todo, work, abandon):
+        """Yields work(request) for every request as it finishes. The workers are daemon threads, so
+        an interrupted run returns at once instead of waiting for the requests in flight (up to
+        timeout x retries each); once `abandon` is set they hand nothing back."""
+        tasks, results = queue.SimpleQueue(), queue.SimpleQueue()
+        for r in todo:
+            tasks.put(r)
 
-def _ids_in(path):
-    """Ids already recorded in a JSONL file; a torn last line (crash mid-write) is ignored."""
-    done = set()
-    if not os.path.exists(path):
-        return done
-    with open(path, encoding="utf-8") as f:
-        for line in f:
+        def worker():
+            while not abandon.is_set():
+                try:
+                    req = tasks.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    res = work(req)
+                except _Abandoned:
+                    return
+                except Exception as e:  # a bug or an unexpected client error: record it, keep the run going
+                    res = req, None, {"reason": type(e).__name__, "error": str(e)}, 0
+                if not abandon.is_set():
+                    results.put(res)
+
+        threads = [threading.Thread(target=worker, name=f"oracle-worker-{i}", daemon=True)
+                   for i in range(min(self.max_concurrency, len(todo)))]
+        for t in threads:
+            t.start()
+        try:
+            for _ in todo:
+                while True:
+                    try:
+                        res = results.get(timeout=0.2)  # short waits: a Ctrl-C is seen within 0.2 s
+                        break
+                    except queue.Empty:
+                        if not any(t.is_alive() for t in threads) and results.empty():
+                            raise RuntimeError("every Oracle worker thread died") from None
+                yield res
+        finally:
+            abandon.set()
+        for t in threads:
+            t.join()
+
+
+_RECORD_FIELDS = ("response", "raw", "thinking", "retries", "usage")  # set by run() on every reply record
+
+
+def _check_requests(requests):
+    """Refuse, before any call, requests whose records could not be written and read back as given."""
+    ids = Counter()
+    for i, r in enumerate(requests):
+        if not isinstance(r, dict) or "id" not in r:
+            raise ValueError(f"request {i} must be a dict with an 'id', got {r!r:.80}")
+        ids[r["id"] if isinstance(r["id"], (str, int)) else repr(r["id"])] += 1
+    dupes = [repr(i) for i, n in ids.items() if n > 1]
+    if dupes:
+        raise ValueError(f"duplicated request ids: {', '.join(dupes[:10])}")
+    for r in requests:
+        rid = r["id"]
+        if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+            raise ValueError(f"request id {rid!r}: ids must be str or int (they are written to JSON and read back)")
+        if "messages" not in r:
+            raise ValueError(f"request {rid!r} has no 'messages'")
+        clash = [k for k in _RECORD_FIELDS if k in r]
+        if clash:
+            raise ValueError(f"request {rid!r}: field(s) {', '.join(clash)} would be overwritten by the reply's own")
+        for k, v in r.items():
             try:
-                done.add(json.loads(line)["id"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-    return done
+                json.dumps(v, allow_nan=False)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"request {rid!r}: field {k!r} cannot be written as JSON ({e})") from None
+
+# -----------------------------------------------------------------------------
+# reply files: append-only JSONL, repaired on resume
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _lines(path):
+    """(line number, bytes without the line end) of every non-blank line; a BOM at the start is skipped."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            body = raw.rstrip(b"\r\n")
+            if body.strip():
+                yield lineno, body
+
+
+def _line_id(body):
+    """(id, None) when the line is a complete record, else (None, why not)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, "cut inside a UTF-8 character" if e.reason == "unexpected end of data" else "not valid UTF-8"
+    try:
+        rec = json.loads(text)
+    except json.JSONDecodeError:
+        return None, "incomplete JSON"
+    if not isinstance(rec, dict):
+        return None, "not a JSON object"
+    rid = rec.get("id")
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        return None, "no str or int 'id'"
+    return rid, None
+
+
+def repair_reply_file(path, desc="oracle"):
+    """Make a reply file strictly readable again after a crash; returns the ids of its complete records.
+
+    A line that is not a complete record (the fragment of a write a crash cut short, possibly inside
+    a UTF-8 character) or that repeats an earlier id is moved, byte for byte, to `path`.torn, and
+    this is said in one line; every complete record stays, in its order. A BOM (an editor's) is fine."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    first, bad = {}, {}
+    for lineno, body in _lines(path):
+        rid, why = _line_id(body)
+        if why is None and rid in first:
+            why = f"repeats the id of line {first[rid]}"
+        if why is None:
+            first[rid] = lineno
+        else:
+            bad[lineno] = why
+    if bad:
+        side = _quarantine(path, (body for n, body in _lines(path) if n in bad))
+        _atomic_write(path, (body for n, body in _lines(path) if n not in bad))
+        reasons = ", ".join(f"{n} {why}" for why, n in Counter(bad.values()).items())
+        print(f"[{desc}] repaired {repo_relative(path)}: moved {len(bad)} incomplete line(s) ({reasons}; lines "
+              f"{', '.join(map(str, list(bad)[:5]))}{'...' if len(bad) > 5 else ''}) to {repo_relative(side)}; "
+              f"kept {len(first)} complete records")
+    return set(first)
+
+
+def _compact_failures(path, done, desc):
+    """Keep one line per id still failing (its latest) and none for ids now done, so the failures
+    file says what fails now instead of growing with every run."""
+    path = Path(path)
+    if not path.exists():
+        return
+    latest, bad, total = {}, {}, 0
+    for lineno, body in _lines(path):
+        total += 1
+        rid, why = _line_id(body)
+        if why is not None:
+            bad[lineno] = why
+            continue
+        latest.pop(rid, None)  # re-inserted: the order is that of the latest failures
+        latest[rid] = body
+    current = [body for rid, body in latest.items() if rid not in done]
+    if bad:
+        side = _quarantine(path, (body for n, body in _lines(path) if n in bad))
+        print(f"[{desc}] repaired {repo_relative(path)}: moved {len(bad)} incomplete line(s) to {repo_relative(side)}")
+    if bad or len(current) != total:
+        _atomic_write(path, current)
+
+
+def _quarantine(path, lines):
+    side = path.with_name(path.name + ".torn")
+    with open(side, "ab") as f:
+        for line in lines:
+            f.write(line + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return side
+
+
+def _atomic_write(path, lines):
+    """Replace path by these lines: a temporary file, fsync'd, then renamed over it."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            for line in lines:
+                f.write(line + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder):
+    # the rename itself is durable only once the folder is; some file systems cannot fsync one
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class _JsonlAppender:
-    """Appends one JSON object per line, durable as soon as write() returns."""
+    """Appends one JSON object per line with a single write(2), fsync'd before write() returns: a
+    Ctrl-C never leaves half a line (a SIGKILL mid-write may; the next run's repair moves it aside)."""
 
     def __init__(self, path):
         self.path = path
-        self.f = None
+        self.fd = None
 
     def __enter__(self):
-        d = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(d, exist_ok=True)
-        torn = False
-        if os.path.exists(self.path) and os.path.getsize(self.path) > 0:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        if os.fstat(self.fd).st_size > 0:
             with open(self.path, "rb") as f:
                 f.seek(-1, os.SEEK_END)
-                torn = f.read(1) != b"\n"
-        self.f = open(self.path, "a", encoding="utf-8")
-        if torn:  # a torn last line (crash mid-write) would otherwise swallow the next record
-            self.f.write("\n")
+                if f.read(1) != b"\n":  # a last record without its line end: the next one must not join it
+                    self._write(b"\n")
         return self
 
     def write(self, obj):
-        self.f.write(json.dumps(obj, ensure_ascii=False) + "\n")
-        self.f.flush()
-        os.fsync(self.f.fileno())
+        self._write((json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8"))
+        os.fsync(self.fd)
+
+    def _write(self, data):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
 
     def __exit__(self, *exc):
-        self.f.close()
+        os.close(self.fd)
 
 # -----------------------------------------------------------------------------
 # the tiny world's Oracle: a symbolic solver behind the same prompts

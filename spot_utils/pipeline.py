@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import shutil
 from collections import Counter
@@ -22,7 +21,8 @@ from pathlib import Path
 
 from . import arithmetic, world
 from .config import Profile
-from .data import read_jsonl, write_jsonl, write_pairs
+from .data import DataError, read_jsonl, write_jsonl, write_pairs
+from .environment import repo_relative
 from .generation import generate
 from .math_grader import grade_math
 from .oracle import OpenAIOracle, SymbolicOracle, direct_solve_messages, rectification_messages
@@ -100,16 +100,25 @@ def oracle_endpoint(profile: Profile, faults: dict | None = None):
     """An OpenAIOracle for the profile. With an empty base_url (tiny) a local OpenAI-compatible server
     that serves the SymbolicOracle is started on a free loopback port, with a fresh random API key,
     and stopped afterwards: the very client code that calls Gemini in the paper profile runs here.
-    `faults` (local server only) injects rate-limit / server errors so the retry path is exercised."""
+    `faults` (local server only) injects rate-limit / server errors so the retry path is exercised.
+    The environment is left alone: the local key goes to the client directly, never into the
+    variable api_key_env names (which may hold the user's real key)."""
     o = profile.rectification.oracle
-    server = None
+    if faults and o.base_url:
+        raise ValueError(f"faults are injected by the local Oracle server only; this profile calls {o.base_url}")
+    server, key = None, None
     if not o.base_url:
-        os.environ[o.api_key_env] = secrets.token_urlsafe(16)
+        key = secrets.token_urlsafe(16)
         server = start_server(SymbolicOracle(o.symbolic_rewrite_rate, profile.seed), model_name=o.model,
-                              api_key=os.environ[o.api_key_env], faults=faults)
-    client = OpenAIOracle(server.base_url if server else o.base_url, o.model, api_key_env=o.api_key_env,
-                          max_concurrency=o.max_concurrency, max_retries=o.max_retries, stream=o.stream,
-                          timeout=o.timeout_s)
+                              api_key=key, faults=faults)
+    try:
+        client = OpenAIOracle(server.base_url if server else o.base_url, o.model, api_key_env=o.api_key_env,
+                              max_concurrency=o.max_concurrency, max_retries=o.max_retries, stream=o.stream,
+                              timeout=o.timeout_s, api_key=key)
+    except BaseException:
+        if server:
+            server.stop()
+        raise
     try:
         yield client, server
     finally:
@@ -146,8 +155,12 @@ def by_id(records: list[dict]) -> list[dict]:
 
 
 def oracle_records(path: str | Path) -> list[dict]:
-    """The Oracle's replies, in id order (see by_id)."""
-    return by_id(read_jsonl(path))
+    """The Oracle's replies, in id order (see by_id). Strict: a bad line or a repeated id names its
+    file and line; rerunning the Oracle step (OpenAIOracle.run) repairs what a crash left."""
+    try:
+        return by_id(read_jsonl(path, {"id": (str, int)}, unique_ids=True))
+    except DataError as e:
+        raise DataError(f"{e} (rerun the Oracle step: on resume it moves incomplete lines to {Path(path).name}.torn)") from None
 
 
 def build_pairs(profile: Profile, tokenizer, records: list[dict]) -> tuple[list[dict], Counter]:
@@ -207,7 +220,7 @@ def rectified_pairs(profile: Profile, model, tokenizer, questions: list[dict], o
              "temperature": temperature, "questions": hashlib.sha256(json.dumps(questions).encode()).hexdigest()[:16]}
     stamp_path = out / "stamp.json"
     if not force and path.exists() and stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
-        return path, f"{len(read_jsonl(path))} pairs (reused from {out})"
+        return path, f"{len(read_jsonl(path))} pairs (reused from {repo_relative(out)})"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     stats = elicit(profile, model, tokenizer, questions, progress=False, temperature=temperature, out=out)

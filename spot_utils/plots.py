@@ -8,14 +8,16 @@ import matplotlib
 matplotlib.use("Agg")  # headless runs (papermill, CI); notebooks still show figures inline
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .config import REPO_ROOT, Profile  # noqa: E402
+from .config import Profile  # noqa: E402
+from .environment import output_root  # noqa: E402
 
 COLORS = {"arithmetic": "#1f77b4", "skill": "#2ca02c", "connect4": "#d62728"}  # by task name
 
 
 def figure_dir(profile: Profile) -> Path:
-    """Tiny figures are committed under figures/; any other profile's go to runs/<profile>/figures/."""
-    path = REPO_ROOT / "figures" if profile.is_tiny else profile.runs / "figures"
+    """Tiny figures are committed under figures/ (of environment.output_root()); any other profile's go to
+    runs/<profile>/figures/."""
+    path = output_root() / "figures" if profile.is_tiny else profile.runs / "figures"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import world
 from .config import Profile
+from .environment import warn_if_numerics_unpinned
 from .modeling import build_char_tokenizer, build_tiny_model, count_parameters, load_model, save_model
+from .progress import progress as progress_bar
 
 IGNORE = -100
 BASE_META = "spot_base.json"
@@ -97,6 +98,7 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
     if not profile.is_tiny:
         raise ValueError(f"profile {profile.name!r} loads a pretrained model ({profile.model.name_or_path}); "
                          "only the tiny profile pretrains its base")
+    warn_if_numerics_unpinned()
     out = base_dir(profile)
     meta_path = out / BASE_META
     want = base_config_hash(profile)
@@ -128,7 +130,7 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
     history: list[dict] = []
     running: dict[str, list[float]] = {}
     t0 = time.time()
-    bar = tqdm(range(cfg.steps), desc="pretrain base", disable=not progress)
+    bar = progress_bar(range(cfg.steps), desc="pretrain base", disable=not progress)
     for step in bar:
         source = curriculum if step < cfg.curriculum_steps else stream
         micro = task_micro_batches([next(source) for _ in range(cfg.batch_size)], tokenizer)
@@ -165,6 +167,7 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
 def load_base(profile: Profile):
     """(model, tokenizer) of the profile's base model: the tiny one from runs/, or the hub model."""
     if profile.is_tiny:
+        warn_if_numerics_unpinned()
         path = base_dir(profile)
         if not (path / BASE_META).exists():
             raise FileNotFoundError(f"no tiny base model at {path}: run notebooks/00_setup_and_base_model.ipynb "

@@ -6,9 +6,13 @@ per-example grades the earlier notebooks wrote.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
+from .config import Profile
+from .environment import output_root
 from .plots import METHOD_LABELS
 
 COLUMNS = ("In-domain Avg", "OOD Avg", "IF", "Overall Avg")
@@ -54,8 +58,19 @@ def table(per_run: pd.DataFrame, base: dict, names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("run")
 
 
-def with_paper(tab: pd.DataFrame, model: str = "Qwen3-8B") -> pd.DataFrame:
-    """Adds the paper's Table 1 numbers (and their deltas) for the rows it reports."""
+def paper_model(profile: Profile) -> str:
+    """The PAPER_TABLE_1 entry for a profile: Llama-3.1-8B-Instruct for a Llama base, else Qwen3-8B
+    (also for tiny, whose Qwen3-architecture model is compared with the Qwen3-8B row)."""
+    return "Llama-3.1-8B-Instruct" if "llama" in profile.model.name_or_path.lower() else "Qwen3-8B"
+
+
+def with_paper(tab: pd.DataFrame, model: str | None = None, profile: Profile | None = None) -> pd.DataFrame:
+    """Adds the paper's Table 1 numbers (and their deltas) for the rows it reports: those of `model`
+    (a PAPER_TABLE_1 key), else of `profile`'s model (paper_model), else Qwen3-8B's."""
+    if model is None:
+        model = paper_model(profile) if profile is not None else "Qwen3-8B"
+    if model not in PAPER_TABLE_1:
+        raise ValueError(f"no paper numbers for {model!r}; PAPER_TABLE_1 has {', '.join(PAPER_TABLE_1)}")
     paper = PAPER_TABLE_1[model]
     rows = {"base": "base", "sft@sft_direct": "sft", "rft@correct": "rft", "sft_plus@pairs": "sft_plus",
             "spot_bco@pairs": "spot_bco"}  # our run -> the paper's row
@@ -88,6 +103,14 @@ def formatted(tab: pd.DataFrame, paper: bool = False) -> pd.DataFrame:
     return out
 
 
+def tables_dir(profile: Profile) -> Path:
+    """Where notebook 04 writes a profile's tables: results/<profile>/ (of environment.output_root(), so
+    `make nbval` writes under runs/ and leaves the committed tables alone)."""
+    path = output_root() / "results" / profile.name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def styled(tab: pd.DataFrame, paper: bool = False):
     """The formatted table with deltas coloured green (up) / red (down), as in the paper."""
     text = formatted(tab, paper)
@@ -101,7 +124,8 @@ def styled(tab: pd.DataFrame, paper: bool = False):
         return ["" if run == "base" or np.isnan(d) or abs(d) < 0.05 else
                 f"color: {'#1a7f37' if d > 0 else '#cf222e'}" for run, d in zip(tab.index, deltas)]
 
-    return text.style.apply(colour, axis=0).hide(axis="index")
+    # a fixed uuid: the same table renders to the same HTML (nbval compares it; notebook diffs stay small)
+    return text.style.apply(colour, axis=0).hide(axis="index").set_uuid("spot")
 
 
 def markdown(tab: pd.DataFrame, paper: bool = False) -> str:

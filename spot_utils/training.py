@@ -40,6 +40,7 @@ from typing import Any, Sequence
 import datasets
 import torch
 from datasets import Dataset
+from accelerate.utils import broadcast_object_list
 from transformers import PrinterCallback, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from trl import DPOConfig, DPOTrainer
@@ -54,6 +55,8 @@ TOKEN_METHODS = ("sft", "rft", "sft_plus", "dft")
 NEEDS_PAIRS = PAIR_METHODS + ("sft_plus",)          # sft_plus is NLL on y+, so it needs the pair file
 DELTA_FILE = "spot_delta.json"                      # SPoT-BCO's RunningMean, saved in every checkpoint
 RESULT_FILE = "spot_train.json"                     # written next to the final model
+PAPER_BATCH_SIZE = 32                               # App. C: processes x per-device batch x accumulation
+SHARED_DATA_DIR = "shared_dataset"                  # <output_dir>/..., the tokenised data every rank reads
 assert set(PAIR_METHODS + TOKEN_METHODS) == set(METHODS)
 
 
@@ -246,6 +249,7 @@ class SPoTTrainer(DPOTrainer):
         of a tiny run) is done once. The key holds the reference weights (TRL's own hash), the
         tokenised data, the batch size and the thread count: the cached numbers are bit-identical to
         what this run would compute."""
+        dataset = self._shared_by_ranks(dataset)
         if self.ref_cache_dir is None:
             return super()._precompute_ref_logps(dataset, name, batch_size)
         columns = [c for c in ("prompt_ids", "chosen_ids", "rejected_ids", "input_ids") if c in dataset.column_names]
@@ -268,6 +272,21 @@ class SPoTTrainer(DPOTrainer):
                         "rejected": torch.tensor(out["ref_rejected_logps"])}, tmp)
             tmp.replace(path)
         return out
+
+    def _shared_by_ranks(self, dataset):
+        """With several processes, `dataset` backed by one Arrow file in the run folder.
+        TRL writes the reference log-probs next to the dataset's cache files; an in-memory dataset
+        (Dataset.from_list) has none, so each process would use its own temporary folder and
+        ranks >= 1 would look for the file rank 0 wrote in theirs (FileNotFoundError)."""
+        if self.accelerator.num_processes == 1 or dataset.cache_files:
+            return dataset
+        fingerprint = [dataset._fingerprint]
+        broadcast_object_list(fingerprint, from_process=0)  # one name for every rank
+        folder = Path(self.args.output_dir, SHARED_DATA_DIR)
+        with self.accelerator.main_process_first():  # rank 0 writes it, the others then load it
+            folder.mkdir(parents=True, exist_ok=True)
+            return dataset.map(None, cache_file_name=str(folder / f"{fingerprint[0]}.arrow"),
+                               load_from_cache_file=True, new_fingerprint=f"{fingerprint[0]}-shared")
 
     # --- delta: once per optimizer step, saved with checkpoints ----------------------------
 
@@ -393,6 +412,8 @@ def trainer_settings(method: str, profile: Profile) -> dict[str, Any]:
         "logging_steps": t.logging_steps,
         "save_strategy": "steps" if t.save_steps > 0 else "no",
         "save_steps": t.save_steps if t.save_steps > 0 else 500,
+        # an 8B ZeRO-2 checkpoint (weights + Adam states) is ~100 GB: keep the last two (tiny: all)
+        "save_total_limit": None if profile.is_tiny else 2,
         "deepspeed": str(REPO_ROOT / t.deepspeed) if t.deepspeed else None,
         "precompute_ref_log_probs": True,  # one reference pass, then no reference model in memory
         "disable_dropout": True,
@@ -439,7 +460,9 @@ def build_trainer(method: str, data, profile: Profile, output_dir: str | Path, m
             raise ValueError("pass tokenizer= together with model=")
         model = copy.deepcopy(_unpatch(model))  # never train the caller's model in place
     dataset, paired = to_dataset(method, records, tokenizer)
+    check_launch(profile, model)
     args = training_args(method, profile, output_dir, seed, progress)
+    check_distributed(args)
     with _quiet_datasets(not progress):
         trainer = SPoTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                               callbacks=list(callbacks), method=method, paired=paired,
@@ -449,6 +472,39 @@ def build_trainer(method: str, data, profile: Profile, output_dir: str | Path, m
     if not progress:
         trainer.remove_callback(PrinterCallback)  # it prints every log dict when tqdm is off
     return trainer
+
+
+def check_launch(profile: Profile, model) -> None:
+    """Refuse launches that would run but not train as the paper did (clear errors, before any work)."""
+    t = profile.training
+    launched = _launched_processes()
+    batch = launched * t.per_device_batch_size * t.gradient_accumulation_steps
+    if not profile.is_tiny and batch != PAPER_BATCH_SIZE:
+        raise ValueError(f"profile {profile.name!r}: {launched} processes x per-device batch "
+                         f"{t.per_device_batch_size} x accumulation {t.gradient_accumulation_steps} = {batch}, "
+                         f"not the paper's batch of {PAPER_BATCH_SIZE}; launch "
+                         f"{PAPER_BATCH_SIZE // (t.per_device_batch_size * t.gradient_accumulation_steps)} "
+                         "processes or change training.per_device_batch_size / gradient_accumulation_steps")
+    dtype = next(model.parameters()).dtype
+    if dtype in (torch.bfloat16, torch.float16) and not t.deepspeed:
+        # AdamW would add lr-sized updates to 16-bit weights, and most round away (lr 1e-6: 965 of
+        # 87,168 weights moved in 8 steps); DeepSpeed keeps float32 master weights, plain torch does not
+        raise ValueError(f"the model's weights are {dtype} and training.deepspeed is empty: most updates would "
+                         "round away. Train with DeepSpeed (training.deepspeed, e.g. configs/deepspeed_zero2.json) "
+                         "or load the model in float32 (model.dtype: float32; bf16: true still computes in bf16)")
+
+
+def _launched_processes() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))  # what torchrun / accelerate launch started
+
+
+def check_distributed(args: DPOConfig) -> None:
+    """The launched processes must form one job (e.g. accelerate on CPU without --cpu runs N copies)."""
+    launched = _launched_processes()
+    if launched != args.world_size:
+        raise RuntimeError(f"{launched} processes were launched (WORLD_SIZE) but the Trainer sees a world of "
+                           f"{args.world_size}: they would train {launched} independent copies. On CPU launch "
+                           "with `accelerate launch --cpu` or set ACCELERATE_USE_CPU=1.")
 
 
 def train(method: str, data, profile: Profile, output_dir: str | Path, model=None, tokenizer=None,

@@ -209,6 +209,29 @@ def test_gradient_identity_detects_a_wrong_scale(two_models, monkeypatch):
     assert table.rel_err.max() > 0.5
 
 
+def three_pairs(tok):
+    return [dict(pair(tok, chosen), id=name) for name, chosen in
+            [("a", "12+3=15\nAnswer: 15"), ("b", "7*2=14\nAnswer: 14"), ("c", "1+1=2\nAnswer: 2")]]
+
+
+def test_eq6_cannot_be_read_off_a_saturated_reward(two_models):
+    # Why eq6_check exists: at beta 100 pair "c" has r ~ 117, lambda ~ 1e-51, and the float32 segments of
+    # the model flush the scaled gradient, so the plain ratio reports a large "deviation" (the
+    # notebook's Eq. 6 assert once tripped on such a pair, r = 132).
+    policy, reference, tok = two_models
+    table = analysis.gradient_identity(policy, reference, tok, three_pairs(tok), beta=100.0)
+    assert table.set_index("id").loc["c", "lambda"] < 1e-40 and table.set_index("id").loc["c", "rel_err"] > 0.1
+
+
+def test_eq6_check_uses_representable_pairs_and_reports_saturated_ones_apart(two_models):
+    policy, reference, tok = two_models
+    checked, saturated = analysis.eq6_check(policy, reference, tok, three_pairs(tok), beta=100.0, n=2)
+    assert list(checked.id) == ["a"] and checked.rel_err.max() < 1e-6  # r ~ -20: lambda ~ 1
+    assert list(saturated.id) == ["b", "c"] and (saturated["lambda"] < analysis.MIN_CHECKABLE_LAMBDA).all()
+    checked, saturated = analysis.eq6_check(policy, reference, tok, three_pairs(tok), beta=1.0, n=2)
+    assert list(checked.id) == ["a", "b"] and saturated.empty  # stops after n checked pairs
+
+
 def test_token_logps_batch_equals_one_at_a_time(two_models):
     policy, _, tok = two_models
     items = [(prompt_text(tok, f"Compute: {a}+{b}"), f"{a}+{b}={a + b}" + "\nAnswer: 1" * (a % 3))

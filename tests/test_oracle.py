@@ -2,6 +2,7 @@
 local OpenAI-compatible server, through the real openai client (no mocks)."""
 
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -9,6 +10,7 @@ import urllib.request
 
 import pytest
 
+from spot_utils import data
 from spot_utils.oracle import (DEFAULT_ANSWER_FORMAT, END_MARKER, START_MARKER, MarkerError, OpenAIOracle,
                                OracleRequestError, direct_solve_prompt, parse_corrected, rectification_messages,
                                rectification_prompt)
@@ -47,8 +49,13 @@ def serve():
 
 
 def read_jsonl(path):
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def strict_read(path):
+    """What the pipeline reads reply files with (pipeline.oracle_records): no bad line, no repeated id."""
+    return data.read_jsonl(path, {"id": (str, int)}, unique_ids=True)
 
 
 def user(content):
@@ -272,12 +279,9 @@ def test_resume_after_parse_failures_and_interruption(serve, env_key, tmp_path):
         s4 = oracle.run(reqs, out, fail)
         assert (s4.skipped_done, s4.succeeded) == (30, 0) and srv2.stats["requests"] == 10
 
-    records = []
-    for line in out.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            assert line.startswith('{"id": "torn"')
+    # the torn line was moved aside on resume: the reply file reads strictly
+    assert (tmp_path / "rect.jsonl.torn").read_text() == '{"id": "torn", "respo\n'
+    records = strict_read(out)
     ids = [r["id"] for r in records]
     assert sorted(map(str, ids)) == sorted(str(r["id"]) for r in reqs) and len(ids) == 30
     by_id = {r["id"]: r for r in records}
@@ -317,3 +321,253 @@ def test_server_loopback_only_and_clean_stop(env_key, tmp_path):
     while left() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert left() == [], [(type(t).__name__, t.name) for t in left()]
+
+# -----------------------------------------------------------------------------
+# reliability (issue 13): what a crash, a bad server or a user's editor leaves behind
+
+
+def record_line(i, text="fixed"):
+    return json.dumps({"id": i, "response": text, "raw": wrap(text)}, ensure_ascii=False) + "\n"
+
+
+def test_resume_moves_torn_lines_aside_and_keeps_every_complete_record(serve, env_key, tmp_path, capsys):
+    out, fail = tmp_path / "r.jsonl", tmp_path / "r.failures.jsonl"
+    # what crashes left: a fragment the old client had closed with a newline, a repeated id and a torn last line
+    fragments = ['{"id": 2, "respo', '{"id": 3, "response": "x"']
+    out.write_text(record_line(0) + fragments[0] + "\n" + record_line(1) + record_line(1, "again") + fragments[1])
+    srv = serve()
+    with OpenAIOracle(srv.base_url, "symbolic-oracle", **FAST) as oracle:
+        s = oracle.run([{"id": i, "messages": user(f"problem {i}")} for i in range(4)], out, fail)
+    assert (s.skipped_done, s.succeeded, srv.stats["requests"]) == (2, 2, 2)
+    said = [line for line in capsys.readouterr().out.splitlines() if "repaired" in line]
+    assert len(said) == 1 and "moved 3 incomplete line(s)" in said[0] and "r.jsonl.torn" in said[0]
+    assert (tmp_path / "r.jsonl.torn").read_text() == fragments[0] + "\n" + record_line(1, "again") + fragments[1] + "\n"
+    records = strict_read(out)
+    assert [r["id"] for r in records][:2] == [0, 1] and records[1]["response"] == "fixed"  # the first one is kept
+    assert sorted(r["id"] for r in records) == [0, 1, 2, 3]
+
+
+def test_resume_survives_a_line_cut_inside_a_utf8_character(serve, env_key, tmp_path):
+    out = tmp_path / "r.jsonl"
+    torn = record_line("b", "café").encode()
+    out.write_bytes(record_line("a", "café").encode() + torn[:torn.rindex("é".encode()) + 1])  # cut inside "é"
+    srv = serve()
+    with OpenAIOracle(srv.base_url, "symbolic-oracle", **FAST) as oracle:
+        s = oracle.run([{"id": k, "messages": user(k)} for k in "abc"], out, tmp_path / "f.jsonl")
+    assert (s.skipped_done, s.succeeded) == (1, 2)
+    assert sorted(r["id"] for r in strict_read(out)) == ["a", "b", "c"]
+    assert (tmp_path / "r.jsonl.torn").read_bytes().endswith(b"caf\xc3\n")
+
+
+def test_a_bom_from_an_editor_is_accepted_and_never_duplicates(serve, env_key, tmp_path):
+    out = tmp_path / "r.jsonl"
+    out.write_bytes(b"\xef\xbb\xbf" + record_line("a").encode())
+    srv = serve()
+    with OpenAIOracle(srv.base_url, "symbolic-oracle", **FAST) as oracle:
+        s = oracle.run([{"id": k, "messages": user(k)} for k in "ab"], out, tmp_path / "f.jsonl")
+    assert (s.skipped_done, s.succeeded, srv.stats["requests"]) == (1, 1, 1)
+    assert [r["id"] for r in strict_read(out)] == ["a", "b"]
+
+
+@pytest.mark.parametrize("retry_after", ["nan", "inf", "-inf", "1e999", "Wed, 21 Oct 2015 07:28:00 GMT", "soon"])
+def test_any_retry_after_gives_a_finite_wait(serve, env_key, retry_after):
+    srv = serve(faults={"rate_limit_first": 2, "retry_after": retry_after})
+    with OpenAIOracle(srv.base_url, "symbolic-oracle", max_retries=3, **FAST) as oracle:
+        t0 = time.monotonic()
+        reply = oracle.complete(user("q"))
+    assert reply.retries == 2 and parse_corrected(reply.text) == "fixed: q"
+    assert time.monotonic() - t0 < 5  # clamped to backoff_max (0.01 s), whatever the header says
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("kind", ["invalid_json", "html", "empty_choices", "no_finish", "stream_cut"])
+def test_malformed_200_replies_are_retried_with_a_named_reason(serve, env_key, tmp_path, kind, stream):
+    srv = serve(faults={"kinds": {kind: 1.0}, "max_faults": 2})  # the first two replies are broken
+    with OpenAIOracle(srv.base_url, "symbolic-oracle", max_retries=3, stream=stream, **FAST) as oracle:
+        reply = oracle.complete(user("q"))
+        assert reply.retries == 2 and parse_corrected(reply.text) == "fixed: q"
+
+    srv = serve(faults={"kinds": {kind: 1.0}})  # always broken: given up after max_retries, all counted
+    with OpenAIOracle(srv.base_url, "symbolic-oracle", max_retries=2, stream=stream, **FAST) as oracle:
+        s = oracle.run([{"id": 1, "messages": user("q")}], tmp_path / "out.jsonl", tmp_path / "fail.jsonl")
+    [fail] = read_jsonl(tmp_path / "fail.jsonl")
+    assert (s.failed, s.retries, fail["retries"], srv.stats["requests"]) == (1, 2, 2, 3)
+    expected = {"invalid_json": "malformed: invalid JSON", "html": "malformed: body is not a chat completion",
+                "empty_choices": "malformed: empty choices", "no_finish": "malformed: stream ended before",
+                "stream_cut": "APIConnectionError" if stream else "malformed: invalid JSON"}[kind]
+    if kind == "html" and stream:
+        expected = "malformed: stream ended before its finish_reason (the body was text/html"
+    if kind == "empty_choices" and stream:
+        expected = "malformed: stream ended before"  # a stream of chunks without choices has no finish_reason
+    if kind == "no_finish" and not stream:
+        expected = "malformed: invalid JSON"  # a plain body cannot end early; the server cuts its JSON instead
+    assert fail["reason"].startswith(expected), fail
+    assert srv.fault_counts == {kind: 3}
+
+
+def test_ctrl_c_stops_at_once_writes_nothing_half_and_the_rerun_resumes(serve, env_key, tmp_path, capsys):
+    import _thread
+
+    out, fail = tmp_path / "r.jsonl", tmp_path / "f.jsonl"
+    reqs = [{"id": i, "messages": user(f"problem {i}")} for i in range(12)]
+    release = threading.Event()
+
+    def hangs_after_4(messages):  # the first 4 replies come at once, every later one hangs (up to 20 s)
+        if int(messages[-1]["content"].split()[-1]) >= 4:
+            release.wait(20)
+        return wrap("late")
+
+    srv = serve(hangs_after_4)
+    with OpenAIOracle(srv.base_url, "symbolic-oracle", max_concurrency=4, max_retries=5, backoff_base=0.001,
+                      backoff_max=0.01, timeout=60.0) as oracle:
+        timer = threading.Timer(1.5, _thread.interrupt_main)  # Ctrl-C while 4 requests hang
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            timer.start()
+            oracle.run(reqs, out, fail)
+        stopped_after = time.monotonic() - t0
+        timer.cancel()
+        release.set()
+    assert stopped_after < 4.0, stopped_after  # before: waited for the hanging replies (20 s)
+    assert "interrupted after 4 of 12 requests" in capsys.readouterr().out
+    assert len(strict_read(out)) == 4 and out.read_bytes().endswith(b"\n")  # whole lines only
+
+    srv2 = serve()
+    with OpenAIOracle(srv2.base_url, "symbolic-oracle", max_concurrency=4, **FAST) as oracle:
+        s = oracle.run(reqs, out, fail)
+    assert (s.skipped_done, s.succeeded) == (4, 8) and srv2.stats["requests"] == 8
+    assert sorted(map(str, (r["id"] for r in strict_read(out)))) == sorted(str(r["id"]) for r in reqs)
+
+
+def test_failures_file_holds_the_current_failures_only(serve, env_key, tmp_path):
+    out, fail = tmp_path / "r.jsonl", tmp_path / "f.jsonl"
+    reqs = make_requests(10)
+    broken = {"ids": set(range(10))}  # problem numbers answered without markers
+
+    def flaky(messages):
+        n = int(messages[-1]["content"].split()[-1])
+        return f"no markers for {n}" if n in broken["ids"] else wrap(f"fixed {n}")
+
+    srv = serve(flaky)
+    with OpenAIOracle(srv.base_url, "symbolic-oracle", max_concurrency=4, **FAST) as oracle:
+        assert oracle.run(reqs, out, fail).failed == 10 and len(read_jsonl(fail)) == 10
+        broken["ids"] = {3, 4}
+        assert oracle.run(reqs, out, fail).failed == 2
+        assert sorted(f["raw"] for f in read_jsonl(fail)) == ["no markers for 3", "no markers for 4"]
+        broken["ids"] = {4}
+        oracle.run(reqs, out, fail)
+        assert [(f["id"], f["reason"]) for f in read_jsonl(fail)] == [("r4", "parse: missing start marker")]
+        broken["ids"] = set()
+        oracle.run(reqs, out, fail)
+        assert read_jsonl(fail) == [] and len(strict_read(out)) == 10
+
+
+def key_parts(key, n=6):
+    return {key[i:i + n] for i in range(len(key) - n + 1)}
+
+
+def test_the_key_is_never_written_even_when_a_200_reply_quotes_it(serve, env_key, tmp_path):
+    srv = serve(faults={"kinds": {"echo_key": 0.5, "echo_key_masked": 0.5}})
+    with OpenAIOracle(srv.base_url, "symbolic-oracle", max_concurrency=4, **FAST) as oracle:
+        s = oracle.run(make_requests(8), tmp_path / "out.jsonl", tmp_path / "fail.jsonl")
+    assert s.failed == 8 and set(srv.fault_counts) == {"echo_key", "echo_key_masked"}
+    written = (tmp_path / "fail.jsonl").read_text()
+    assert "[redacted]" in written
+    for part in key_parts(KEY) | {f"{KEY[:6]}...{KEY[-4:]}", KEY[-4:] + ";"}:
+        assert part not in written, part
+
+
+def test_redaction_leaves_ordinary_text_alone():
+    from spot_utils.oracle import _Redactor
+
+    redact = _Redactor(KEY)
+    text = "So 1...10 sum to 55, skyscrapers* aside. The answer is 55."
+    assert redact(text) == text
+    assert redact(f"key {KEY}!") == "key [redacted]!"
+    assert redact(f"k={KEY[:6]}***{KEY[-4:]}.") == "k=[redacted]"
+    assert redact(f"part {KEY[3:12]} end") == "part [redacted] end"
+    assert redact("sk-proj-abcdefghijkl", error=True) == "[redacted]"
+
+
+def test_local_endpoint_leaves_the_users_key_variable_alone(monkeypatch, tmp_path):
+    from spot_utils import pipeline
+    from spot_utils.config import load_profile
+
+    cfg = load_profile("tiny", run_dir=str(tmp_path))
+    monkeypatch.setenv(cfg.rectification.oracle.api_key_env, "users-real-key-0123456789")
+    with pipeline.oracle_endpoint(cfg) as (oracle, server):
+        assert os.environ[cfg.rectification.oracle.api_key_env] == "users-real-key-0123456789"
+        reply = oracle.complete(user("Solve the following problem yourself. x\n\nQuestion: Compute: 12+3\n\n"
+                                     "**IMPORTANT"))
+        assert parse_corrected(reply.text)
+    assert os.environ[cfg.rectification.oracle.api_key_env] == "users-real-key-0123456789"
+    monkeypatch.delenv(cfg.rectification.oracle.api_key_env)
+    with pipeline.oracle_endpoint(cfg) as (oracle, server):
+        assert cfg.rectification.oracle.api_key_env not in os.environ
+    paper = load_profile("paper")
+    with pytest.raises(ValueError, match="local Oracle server only"):
+        with pipeline.oracle_endpoint(paper, faults={"rate_limit_first": 1}):
+            pass
+
+
+def test_server_honours_n_and_max_tokens_and_serves_model_cards(serve, env_key):
+    import openai
+
+    srv = serve(lambda m: wrap("one two three four five"))
+    client = openai.OpenAI(base_url=srv.base_url, api_key=KEY, max_retries=0, timeout=10)
+    try:
+        r = client.chat.completions.create(model="symbolic-oracle", messages=user("q"), n=3, max_tokens=2)
+        assert [c.index for c in r.choices] == [0, 1, 2]
+        assert all(c.finish_reason == "length" and len(c.message.content.split()) == 2 for c in r.choices)
+        assert r.usage.completion_tokens == 6
+        r = client.chat.completions.create(model="symbolic-oracle", messages=user("q"), max_tokens=100)
+        assert r.choices[0].finish_reason == "stop" and len(r.choices) == 1
+        chunks = list(client.chat.completions.create(model="symbolic-oracle", messages=user("q"), n=2,
+                                                     max_completion_tokens=3, stream=True))
+        finish = {c.choices[0].index: c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason}
+        assert finish == {0: "length", 1: "length"}
+        assert client.models.retrieve("symbolic-oracle").id == "symbolic-oracle"
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve("gpt-nothing")
+        for bad in ({"n": 0}, {"n": 17}, {"max_tokens": 0}, {"extra_body": {"max_tokens": "9"}}):
+            with pytest.raises(openai.BadRequestError):
+                client.chat.completions.create(model="symbolic-oracle", messages=user("q"), **bad)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_client_takes_choice_0_and_names_a_reply_cut_at_max_tokens(serve, env_key, tmp_path, stream):
+    srv = serve()
+    with OpenAIOracle(srv.base_url, "symbolic-oracle", stream=stream, extra_body={"n": 3}, **FAST) as oracle:
+        reply = oracle.complete(user("q"))
+        assert parse_corrected(reply.text) == "fixed: q" and reply.finish_reason == "stop"
+    with OpenAIOracle(srv.base_url, "symbolic-oracle", stream=stream, max_tokens=3, **FAST) as oracle:
+        s = oracle.run([{"id": 1, "messages": user("q")}], tmp_path / "o.jsonl", tmp_path / "f.jsonl")
+    assert s.failure_reasons == {"parse: cut at max_tokens (finish_reason length)": 1}
+
+
+@pytest.mark.parametrize("requests, message", [
+    ([{"id": 1.5, "messages": []}], "ids must be str or int"),
+    ([{"id": [1], "messages": []}], "ids must be str or int"),
+    (["not a dict"], "request 0 must be a dict with an 'id'"),
+    ([{"id": 1, "messages": [], "response": "x"}], "field(s) response would be overwritten"),
+    ([{"id": 1, "messages": [], "ground_truth": float("nan")}], "field 'ground_truth' cannot be written as JSON"),
+])
+def test_bad_requests_are_refused_before_any_call(serve, env_key, tmp_path, requests, message):
+    srv = serve()
+    with OpenAIOracle(srv.base_url, "symbolic-oracle", **FAST) as oracle:
+        with pytest.raises(ValueError) as ei:
+            oracle.run(requests, tmp_path / "out.jsonl", tmp_path / "fail.jsonl")
+    assert message in str(ei.value) and srv.stats["requests"] == 0
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"max_retries": -1}, "max_retries must be an integer >= 0"),
+    ({"max_concurrency": 0}, "max_concurrency must be an integer >= 1"),
+    ({"backoff_max": float("nan")}, "backoff_max must be a finite number"),
+    ({"timeout": float("inf")}, "timeout must be a finite number > 0"),
+])
+def test_bad_client_settings_are_refused(env_key, kw, message):
+    with pytest.raises(ValueError, match=message):
+        OpenAIOracle("http://127.0.0.1:9/v1", "m", **kw)
