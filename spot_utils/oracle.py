@@ -524,10 +524,10 @@ class OpenAIOracle:
                         fails.write({"id": req["id"], **failure, "retries": retries})
                         summary.failed += 1
                         summary.failure_reasons[failure["reason"]] += 1
-                    bar.update(1)
                     # refresh=False: the postfix shows with the bar's next line, not as a line of its own
                     bar.set_postfix(ok=summary.succeeded, failed=summary.failed, retries=summary.retries,
                                     refresh=False)
+                    bar.update(1)
             except BaseException:
                 # interrupted (e.g. Ctrl-C in a notebook): what is written stays valid, the rest is dropped
                 abandon.set()

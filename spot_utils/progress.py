@@ -25,7 +25,7 @@ class LineBar(tqdm):
         self._quarter_shown = -1
         self._n_shown = -1
         kwargs.setdefault("file", sys.stdout)
-        super().__init__(*args, mininterval=0, miniters=1, dynamic_ncols=False, ncols=80, **kwargs)
+        super().__init__(*args, mininterval=0, miniters=1, **kwargs)  # no ncols: the whole line, never cut
 
     def _quarter(self) -> int:
         return QUARTERS * self.n // self.total if self.total else 0
