@@ -113,7 +113,7 @@ def write_jsonl(path: str | Path, records: Iterable[dict], required: dict[str, A
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return len(records)
 
 
@@ -157,8 +157,8 @@ def _non_finite(obj, prefix=""):
     return None
 
 
-def _fsync_dir(folder: Path) -> None:
-    # the rename is durable only once the folder is; some file systems cannot fsync one
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (it is only once the folder is); some file systems cannot fsync one."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

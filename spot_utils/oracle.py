@@ -33,6 +33,7 @@ from pathlib import Path
 
 import openai
 
+from .data import fsync_dir
 from .environment import repo_relative
 from .progress import progress
 
@@ -718,21 +719,7 @@ def _atomic_write(path, lines):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder):
-    # the rename itself is durable only once the folder is; some file systems cannot fsync one
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 class _JsonlAppender:

@@ -1,6 +1,5 @@
 """spot_utils.experiments (equal-budget data sets, the cached run grid), spot_utils.analysis (Eq. 6,
 shared vs divergent tokens) and spot_utils.tuning (the learning-rate choice behind configs/tiny.yaml)."""
-import json
 import random
 
 import pandas as pd

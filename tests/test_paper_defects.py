@@ -1,5 +1,4 @@
 """Defects of the paper profile found before its first launch (issue 12), each checked on CPU."""
-import json
 import shutil
 
 import pandas as pd

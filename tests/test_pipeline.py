@@ -103,7 +103,6 @@ def test_paper_elicitation_offline_is_a_clear_error(monkeypatch):
 def test_rectified_pairs_in_one_call_is_stamped(tiny_profile, tmp_path):
     """elicit -> Oracle over HTTP -> pairs at gamma into an analysis folder, reused while the stamp
     (base, settings, temperature, questions) matches, redone from an empty folder otherwise."""
-    import torch
 
     from spot_utils.modeling import build_tiny_model
     from spot_utils.pretrain import pretrain_base

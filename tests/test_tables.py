@@ -1,7 +1,5 @@
 """Aggregation math of the tiny evaluation (avg@n, the paper's summary columns) and of Tables 1-3."""
-import math
 
-import numpy as np
 import pandas as pd
 import pytest
 
