@@ -53,11 +53,10 @@ def test_the_registered_kernel_carries_the_pins():
 
 
 def test_a_process_started_without_the_pins_is_told_so():
-    code = ("import warnings, torch; from spot_utils import environment\n"
-            "print(environment.numerics_problems())")
+    code = "import json; from spot_utils import environment; print(json.dumps(environment.numerics_problems()))"
     env = {k: v for k, v in os.environ.items() if k not in NUMERICS_PINS}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    problems = eval(out)  # noqa: S307 (our own repr of a list of strings)
+    problems = json.loads(out)
     assert any("ATEN_CPU_CAPABILITY=(unset)" in p for p in problems)
     assert any("MKL_CBWR=(unset)" in p for p in problems)
 
