@@ -102,6 +102,13 @@ def chosen_rewards(policy, reference, tokenizer, pairs: Sequence[dict], beta: fl
             zip(token_logps_batch(policy, tokenizer, items), token_logps_batch(reference, tokenizer, items))]
 
 
+def _rewards_in_chunks(policy, reference, tokenizer, pairs, beta, size):
+    """(pair, r) in order, scored a chunk at a time: a caller that stops early scores no more."""
+    for start in range(0, len(pairs), size):
+        chunk = pairs[start:start + size]
+        yield from zip(chunk, chosen_rewards(policy, reference, tokenizer, chunk, beta))
+
+
 # Below this lambda the identity cannot be checked in floating point: the model's float32 segments
 # (Qwen3RMSNorm computes in float32 even in a float64 model) flush the scaled gradient towards zero
 # while lambda itself is still a tiny nonzero float64, so "deviation / (lambda beta |g_sft|)" becomes a
@@ -119,18 +126,14 @@ def eq6_check(policy, reference, tokenizer, pairs: Sequence[dict], beta: float, 
     A saturated pair is not a failure of the identity (lambda ~ 0 there: the tether has let go), only a
     place where float64 cannot show it."""
     chosen, saturated = [], []
-    for start in range(0, len(pairs), 4 * n):  # rewards in chunks: usually the first chunk suffices
-        chunk = pairs[start:start + 4 * n]
-        for pair, r in zip(chunk, chosen_rewards(policy, reference, tokenizer, chunk, beta)):
-            if len(chosen) == n:
-                break
-            lam = float(losses.tether(torch.tensor(r, dtype=torch.float64)))
-            if lam >= min_lambda:
-                chosen.append(pair)
-            else:
-                saturated.append({"id": pair["id"], "r": r, "lambda": lam})
+    for pair, r in _rewards_in_chunks(policy, reference, tokenizer, pairs, beta, size=4 * n):
         if len(chosen) == n:
             break
+        lam = float(losses.tether(torch.tensor(r, dtype=torch.float64)))
+        if lam >= min_lambda:
+            chosen.append(pair)
+        else:
+            saturated.append({"id": pair["id"], "r": r, "lambda": lam})
     checked = gradient_identity(policy, reference, tokenizer, chosen, beta)
     return checked, pd.DataFrame(saturated, columns=["id", "r", "lambda"])
 

@@ -105,7 +105,9 @@ def _wait_for_text(path: Path, text: str, timeout_s: float = 600.0) -> None:
 def main_process_writes():
     """After the Trainer has set up the processes: yields True on the main process (the only one
     when not launched distributed), then holds every process until it is done writing."""
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    from .training import launched_processes
+
+    if launched_processes() == 1:
         yield True
         return
     from accelerate import PartialState

@@ -477,7 +477,7 @@ def build_trainer(method: str, data, profile: Profile, output_dir: str | Path, m
 def check_launch(profile: Profile, model) -> None:
     """Refuse launches that would run but not train as the paper did (clear errors, before any work)."""
     t = profile.training
-    launched = _launched_processes()
+    launched = launched_processes()
     batch = launched * t.per_device_batch_size * t.gradient_accumulation_steps
     if not profile.is_tiny and batch != PAPER_BATCH_SIZE:
         raise ValueError(f"profile {profile.name!r}: {launched} processes x per-device batch "
@@ -494,13 +494,14 @@ def check_launch(profile: Profile, model) -> None:
                          "or load the model in float32 (model.dtype: float32; bf16: true still computes in bf16)")
 
 
-def _launched_processes() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))  # what torchrun / accelerate launch started
+def launched_processes() -> int:
+    """How many processes torchrun / accelerate launch started (1 when launched alone)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def check_distributed(args: DPOConfig) -> None:
     """The launched processes must form one job (e.g. accelerate on CPU without --cpu runs N copies)."""
-    launched = _launched_processes()
+    launched = launched_processes()
     if launched != args.world_size:
         raise RuntimeError(f"{launched} processes were launched (WORLD_SIZE) but the Trainer sees a world of "
                            f"{args.world_size}: they would train {launched} independent copies. On CPU launch "
