@@ -31,7 +31,7 @@ KERNEL_ENV := $(foreach v,ATEN_CPU_CAPABILITY MKL_CBWR PYTHONHASHSEED HF_HUB_DIS
 # The CPU install's versions: every package, direct and transitive, as they made the committed outputs.
 LOCK := requirements/cpu.lock
 
-.PHONY: setup lock reproduce test unit nbval bench tune figures clean distclean
+.PHONY: setup lock reproduce smoke-assets test unit nbval bench tune figures clean distclean
 
 setup: $(VENV)/.setup-done
 
@@ -60,13 +60,18 @@ lock:
 
 # Tiny: executed in place (the committed notebooks carry the tiny outputs).
 # Any other profile: executed copies go to runs/<profile>/notebooks/, committed ones stay untouched.
-reproduce: setup
+reproduce: setup $(if $(filter paper_smoke,$(PROFILE)),smoke-assets)
 	@mkdir -p runs/$(PROFILE)/notebooks
 	@set -e; for nb in $(NOTEBOOKS); do \
 	  if [ "$(PROFILE)" = "tiny" ]; then out=$$nb; else out=runs/$(PROFILE)/notebooks/$$(basename $$nb); fi; \
 	  echo "== $$nb -> $$out (profile $(PROFILE))"; \
 	  $(BIN)/papermill $$nb $$out -k $(KERNEL) --cwd notebooks -p profile $(PROFILE) --no-progress-bar; \
 	done
+
+# The paper profile's CPU smoke (configs/paper_smoke.yaml) runs on a stand-in model and question set
+# written here, deterministically and without any download.
+smoke-assets: setup
+	$(BIN)/python -m spot_utils.smoke_assets --out runs/paper_smoke/assets
 
 test: setup unit nbval
 

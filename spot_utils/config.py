@@ -30,6 +30,13 @@ METHODS = ("sft", "rft", "sft_plus", "dpo", "reward_sft", "dft", "spot_bce", "sp
 DELTA_MODES = ("cumulative", "ema")  # = losses.RUNNING_MODES (not imported: config stays light)
 
 
+def local_or_hub(value: str) -> str:
+    """A profile's model or data set: "./dir" (or "../dir") is a path relative to the repository root,
+    whatever the working directory (notebooks run in notebooks/); anything else is a hub id or an
+    absolute path, passed on as it is."""
+    return str((REPO_ROOT / value).resolve()) if value.startswith(("./", "../")) else value
+
+
 class ConfigError(ValueError):
     """A profile file has an unknown key or a bad value."""
 
@@ -47,8 +54,18 @@ class ModelConfig:
     rope_theta: float = 10000.0      # short sequences: a small base keeps every RoPE frequency useful
     dtype: str = "float32"
     enable_thinking: bool = False    # Qwen3: False = non-thinking mode (an empty think block)
+    # pretrained only. auto: FlashAttention-2 when flash_attn is installed and a GPU is visible (the
+    # paper's), else PyTorch SDPA; the scratch model keeps transformers' default
+    attn_implementation: str = "auto"
 
-    _choices = {"source": ("scratch", "pretrained"), "dtype": ("float32", "bfloat16", "float16")}
+    @property
+    def location(self) -> str:
+        """name_or_path as from_pretrained takes it (see local_or_hub)."""
+        return local_or_hub(self.name_or_path)
+
+    _choices = {"source": ("scratch", "pretrained"), "dtype": ("float32", "bfloat16", "float16"),
+                "attn_implementation": ("auto", "flash_attention_2", "sdpa", "eager")}
+    _hash_when_set = ("attn_implementation",)
     _positive = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
                  "max_position_embeddings", "rope_theta")
 
@@ -110,7 +127,11 @@ class GenerationConfig:
 @dataclass
 class EvalConfig:
     n_samples: int = 1               # avg@n
+    # paper profiles: a folder of local suite files (<suite>.jsonl/.json/.parquet in the hub's format,
+    # relative to the repository root) read instead of the hub; empty: the hub (or its cache)
+    suite_dir: str = ""
     _positive = ("n_samples",)
+    _hash_when_set = ("suite_dir",)
 
 
 @dataclass
@@ -127,10 +148,14 @@ class OracleConfig:
     # tiny only: share of requests the symbolic Oracle answers with a full rewrite, as LLM Oracles
     # sometimes do instead of a minimal edit (see SymbolicOracle); gamma filters those pairs.
     symbolic_rewrite_rate: float = 0.0
+    # JSON merged into every request body (the openai client's extra_body=), for provider options
+    # such as Gemini's thinking budget; free-form, sent as written
+    extra_body: dict[str, Any] = field(default_factory=dict)
 
     _positive = ("max_concurrency", "timeout_s")
     _non_negative = ("max_retries",)
     _unit = ("symbolic_rewrite_rate",)
+    _hash_when_set = ("extra_body",)
 
 
 @dataclass
@@ -143,6 +168,11 @@ class RectificationConfig:
     with_ground_truth: bool = True   # which App. F prompt: with or without the reference answer
     gamma: float = 0.6               # keep pairs with LCS change ratio <= gamma (Eq. 1)
     oracle: OracleConfig = field(default_factory=OracleConfig)
+
+    @property
+    def dataset_location(self) -> str:
+        """dataset as datasets.load_dataset takes it (see local_or_hub)."""
+        return local_or_hub(self.dataset)
 
     _positive = ("questions", "samples_per_question")
     _unit = ("gamma",)
@@ -195,8 +225,12 @@ class ExperimentsConfig:
     probe_every: int = 0             # greedy validation probe every N optimizer steps (0: off); Fig. 2
     probe_size: int = 16             # probe examples per arithmetic tier and per skill
     probe_methods: list[str] = field(default_factory=list)  # the methods probed (the probe costs time)
+    # every method's training set is capped to this many examples (0: the whole rectified pair set);
+    # the paper: 4,000 pairs for Qwen3-8B, 1,500 for Llama-3.1-8B (its number of correct answers, for RFT)
+    train_examples: int = 0
     _positive = ("workers", "probe_size")
-    _non_negative = ("probe_every",)
+    _non_negative = ("probe_every", "train_examples")
+    _hash_when_set = ("train_examples",)  # added after the tiny outputs were committed: 0 keeps their hashes
 
 
 @dataclass
@@ -229,12 +263,29 @@ class Profile:
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of some sections, used to decide whether a cached artifact is stale."""
-        data = {s: getattr(self, s) for s in sections}
-        text = json.dumps(data, default=lambda o: dataclasses.asdict(o), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        data = {s: _hashable(getattr(self, s)) for s in sections}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 _NOT_FROM_YAML = {"source_file"}
+
+
+def _hashable(value: Any) -> Any:
+    """A config value as plain data for section_hash. A field named in its class's `_hash_when_set`
+    (a setting added after outputs were committed) is left out while it has its default value, so
+    adding a knob does not make every cached base model and run stale; setting it does."""
+    if not dataclasses.is_dataclass(value):
+        return value
+    out = {}
+    skip = getattr(value, "_hash_when_set", ())
+    for f in dataclasses.fields(value):
+        v = getattr(value, f.name)
+        if f.name in skip:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if v == default:
+                continue
+        out[f.name] = _hashable(v)
+    return out
 
 
 def profile_path(name_or_path: str | Path) -> Path:
@@ -325,6 +376,11 @@ def _check_type(value: Any, hint: Any, where: str, key: str) -> Any:
         ok = isinstance(value, list)
         if ok:
             value = [_check_type(v, item, where, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif hint == dict[str, Any]:  # free-form (OracleConfig.extra_body): anything JSON can carry
+        if not _is_json_object(value):
+            raise ConfigError(f"{where}: '{key}' must be a mapping of JSON data (string keys; strings, finite "
+                              f"numbers, booleans, null, lists, mappings), got {value!r}")
+        ok = True
     elif origin is dict:
         _, item = typing.get_args(hint)
         ok = isinstance(value, dict)
@@ -336,6 +392,19 @@ def _check_type(value: Any, hint: Any, where: str, key: str) -> Any:
         name = getattr(hint, "__name__", str(hint))
         raise ConfigError(f"{where}: '{key}' must be of type {name}, got {value!r}")
     return value
+
+
+def _is_json_object(value: Any) -> bool:
+    """A mapping that json.dumps writes as given (YAML also reads dates, which JSON has not)."""
+    def ok(v):
+        if isinstance(v, dict):
+            return all(isinstance(k, str) and ok(x) for k, x in v.items())
+        if isinstance(v, list):
+            return all(map(ok, v))
+        if isinstance(v, float):
+            return math.isfinite(v)
+        return v is None or isinstance(v, (str, int, bool))
+    return isinstance(value, dict) and ok(value)
 
 
 def _check_values(obj, path: Path, lines: dict, prefix: str) -> None:

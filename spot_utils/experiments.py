@@ -4,10 +4,13 @@
     specs = [RunSpec("spot_bco", "pairs", seed) for seed in profile.experiments.seeds]
     summary = run_grid(profile, specs)                   # trains + evaluates what is not cached yet
 
-Every method trains on the same number of examples (DESIGN section 6), the size of the rectified pair
-set at gamma (1,626 on tiny). The data sets, all drawn from notebook 02's output in runs/<profile>/data:
+Every method trains on the same number of examples (DESIGN section 6): the size of the rectified pair
+set at gamma (1,626 on tiny), or `experiments.train_examples` of them when set (a seeded subset: the
+paper's 4,000 pairs for Qwen3-8B, 1,500 for Llama). tables/budget.json says how many were available
+and used; a set smaller than train_examples gives a warning. The data sets, all drawn from notebook 02's
+output in runs/<profile>/data:
   pairs         y+ = the Oracle's minimal edit, y- = the model's error, change ratio <= gamma   (SPoT, DPO, ...)
-  sft_direct    the Oracle's direct answers to the SAME questions                                (SFT)
+  sft_direct    the Oracle's direct answers to the SAME questions (so at most the budget)        (SFT)
   correct       the model's own correct answers, subsampled to the budget                         (RFT)
   direct_pairs  the pairs with y+ replaced by the Oracle's direct answer         (Table 3: direct vs rectified)
   half          a seeded half of the pairs                                        (Table 3: half vs full)
@@ -25,6 +28,7 @@ import json
 import os
 import random
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -40,6 +44,7 @@ from .progress import progress as progress_bar
 METHOD_DATA = {"sft": "sft_direct", "rft": "correct", "sft_plus": "pairs", "dft": "pairs", "dpo": "pairs",
                "reward_sft": "pairs", "spot_bce": "pairs", "spot_bco": "pairs"}  # each method's Table 1-2 data
 RUN_FILE = "spot_run.json"
+BUDGET_FILE = "budget.json"   # in <data>/tables: the training budget, examples available and used per set
 
 
 # -----------------------------------------------------------------------------
@@ -56,22 +61,35 @@ def table_datasets(profile: Profile) -> dict[str, Path]:
     if missing:
         raise FileNotFoundError(f"missing {', '.join(missing)}: run notebooks/02_oracle_rectification.ipynb first")
     pairs = read_jsonl(pairs_path)
-    budget = len(pairs)
     direct = {r["id"]: r for r in read_jsonl(src / "sft_direct.jsonl")}
+    correct, pairs_all = read_jsonl(src / "correct.jsonl"), read_jsonl(src / "pairs_all.jsonl")
+    available = {"pairs": len(pairs), "sft_direct": len(direct), "correct": len(correct), "gamma1": len(pairs_all)}
     rng = random.Random(profile.seed)
+    cap = profile.experiments.train_examples
+    if 0 < cap < len(pairs):  # drawn first, and only when it cuts: an uncapped profile keeps its subsets
+        pairs = _subsample(pairs, cap, rng)
+    budget = len(pairs)
 
     sets = {
         "pairs": pairs,
         # SFT learns the Oracle's own style on exactly the questions SPoT sees (a question without a
-        # verified direct answer is skipped and counted in the table's `n`)
+        # verified direct answer is skipped and counted in the table's `n`; never topped up from others)
         "sft_direct": [direct[p["id"]] for p in pairs if p["id"] in direct],
-        "correct": _subsample(read_jsonl(src / "correct.jsonl"), budget, rng),
+        "correct": _subsample(correct, budget, rng),  # RFT: capped to the same count
         "direct_pairs": [{**p, "chosen": direct[p["id"]]["response"], "source": "oracle_direct"}
                          for p in pairs if p["id"] in direct],
         "half": _subsample(pairs, budget // 2, rng),
-        "gamma1": _subsample(read_jsonl(src / "pairs_all.jsonl"), budget, rng),
+        "gamma1": _subsample(pairs_all, budget, rng),
     }
     out = src / "tables"
+    used = {name: len(records) for name, records in sets.items()}
+    short = {name: n for name, n in used.items() if name != "half" and n < cap}
+    if cap and short:
+        warnings.warn(f"experiments.train_examples = {cap}, but these training sets are smaller: "
+                      + ", ".join(f"{name} {n}" for name, n in short.items()) + " (available: "
+                      + ", ".join(f"{name} {n}" for name, n in available.items())
+                      + "; sft_direct and direct_pairs keep only the pairs' questions with a direct answer)",
+                      stacklevel=2)
     paths = {}
     for name, records in sets.items():
         path = out / f"{name}.jsonl"
@@ -82,6 +100,12 @@ def table_datasets(profile: Profile) -> dict[str, Path]:
         else:  # every rank builds the same sets; two writing one file (one temporary name) collide
             _wait_for_text(path, text)
         paths[name] = path
+    path = out / BUDGET_FILE
+    text = json.dumps({"train_examples": cap, "budget": budget, "available": available, "used": used}, indent=1) + "\n"
+    if _launch_rank() == 0 and not (path.exists() and path.read_text() == text):  # nobody waits for the report
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # parallel grid workers never share a name
+        tmp.write_text(text)
+        tmp.replace(path)
     return paths
 
 
@@ -255,8 +279,10 @@ def _summarise(profile, spec, folder, split, paths, threads, result, start, trai
         rows = evaluation.evaluate_profile(trained, tok, profile, evaluation_set(profile, split), progress=False)
         rows.to_csv(folder / f"eval_{split}.csv", index=False)
         scores = evaluation.headline(rows)
-    else:  # the paper's nine suites are evaluated with vLLM on the saved model: spot_utils.paper_suites
-        scores = {}
+    else:  # the paper's nine suites on the saved model (vLLM on a GPU): rows in <run>/eval_test.csv
+        from .suite_eval import evaluate_run
+
+        scores = evaluate_run(profile, folder, progress=False)
     summary = {"key": run_key(profile, spec, paths[spec.data], threads, split), "name": spec.name, **asdict(spec),
                "split": split, "threads": threads,
                "examples": len(read_jsonl(paths[spec.data])), "steps": result.global_step,

@@ -120,7 +120,7 @@ def nll(logits, labels, ignore_index=-100, reduction="token_mean"):
     optimizer step: use "sum" and divide by the step's token count in the trainer.
     """
     _, token_logps, mask = sequence_logps(logits, labels, ignore_index)
-    return _reduce(-token_logps, mask, reduction)
+    return token_nll(token_logps, mask, reduction)
 
 
 def dft(logits, labels, ignore_index=-100, reduction="token_mean"):
@@ -132,6 +132,20 @@ def dft(logits, labels, ignore_index=-100, reduction="token_mean"):
     Reductions as in nll().
     """
     _, token_logps, mask = sequence_logps(logits, labels, ignore_index)
+    return token_dft(token_logps, mask, reduction)
+
+
+# The same two losses from per-token log-probs [B, T-1] (0 where mask is False), e.g. those of TRL's
+# fused LM head, which never builds the [B, T, V] logits (training.TOKEN_LOGITS_LIMIT).
+
+
+def token_nll(token_logps, mask, reduction="token_mean"):
+    """nll() from per-token log-probs and their mask (sequence_logps' second and third outputs)."""
+    return _reduce(-token_logps, mask, reduction)
+
+
+def token_dft(token_logps, mask, reduction="token_mean"):
+    """dft() from per-token log-probs and their mask: -stopgrad(p_t) * log p_t, p_t = exp(log p_t)."""
     probs = token_logps.detach().exp()  # exp(0) = 1 at ignored positions, times a 0 log-prob
     return _reduce(-probs * token_logps, mask, reduction)
 

@@ -79,10 +79,31 @@ def save_model(model, tokenizer, path: str | Path) -> None:
     tokenizer.save_pretrained(path)
 
 
-def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu"):
-    """Load (model, tokenizer) with the Auto* classes, as for any hub checkpoint."""
+def attention_implementation(requested: str = "auto", device: str = "cpu") -> str:
+    """The attention kernel to load a pretrained model with. "auto" takes FlashAttention-2 (the paper's)
+    when the flash_attn package is installed and the model goes to a GPU, else PyTorch's SDPA; an
+    explicit FlashAttention-2 request without either fails here, not deep inside transformers."""
+    import importlib.util
+
+    flash = importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
+    if requested == "auto":
+        return "flash_attention_2" if flash and str(device).startswith("cuda") else "sdpa"
+    if requested == "flash_attention_2" and not flash:
+        raise RuntimeError("model.attn_implementation is flash_attention_2, but "
+                           + ("the flash_attn package is not installed (pip install flash-attn)"
+                              if torch.cuda.is_available() else "no GPU is visible")
+                           + "; use auto or sdpa")
+    return requested
+
+
+def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu", attn_implementation: str | None = None):
+    """Load (model, tokenizer) with the Auto* classes, as for any hub checkpoint. attn_implementation:
+    None keeps transformers' default (the tiny model); otherwise see attention_implementation. The
+    kernel that ran is model.config._attn_implementation."""
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"  # decoder-only batched generation pads on the left
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
+    kwargs = {} if attn_implementation is None else {
+        "attn_implementation": attention_implementation(attn_implementation, device)}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), **kwargs).to(device)
     model.eval()
     return model, tokenizer

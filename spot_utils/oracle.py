@@ -4,8 +4,8 @@ The Oracle: prompts, output parsing and a resumable, rate-limit-aware client.
 In SPoT a student's wrong answers are sent to an Oracle LLM (Gemini 2.5 Pro in
 the paper) that minimally edits each into a correct one. Everything here talks
 to an OpenAI-compatible endpoint with the official `openai` client, so the tiny
-profile's local symbolic oracle (spot_utils.oracle_server) and a real LLM go
-through the same code.
+profile's local symbolic oracle (spot_utils.oracle_server), the paper_smoke
+profile's local AnswerLineOracle and a real LLM go through the same code.
 
     oracle = OpenAIOracle("http://127.0.0.1:8000/v1", "symbolic-oracle")
     reqs = [{"id": i, "messages": rectification_messages(q, a), "question": q} for i, (q, a) in ...]
@@ -203,13 +203,19 @@ def _reasoning_of(obj):
     return ""
 
 
+# A thought block at the start of the content; one never closed (cut at max_tokens) runs to the end.
+_THOUGHT_RE = re.compile(r"\s*<(think|thought)>(.*?)(?:</\1>|\Z)\s*", re.DOTALL)
+
+
 def _split_think_tags(text, thinking):
-    # Gemini (thought_tag_marker) and vLLM without a reasoning parser put thoughts
-    # inline as <think>...</think>; move them out so they cannot confuse the parser.
-    m = re.match(r"\s*<think>(.*?)</think>\s*", text, re.DOTALL)
-    if m is None:
-        return text, thinking
-    return text[m.end():], thinking + m.group(1)
+    # Thoughts sent inline: <think>...</think> (vLLM without a reasoning parser, Gemini's
+    # thought_tag_marker) and <thought>...</thought> (Gemini's OpenAI endpoint with include_thoughts).
+    # Every leading block is moved out, so a thought that quotes the markers (or drafts a whole
+    # answer between them) is never parsed as the answer.
+    while m := _THOUGHT_RE.match(text):
+        thinking = f"{thinking}\n{m.group(2)}" if thinking else m.group(2)
+        text = text[m.end():]
+    return text, thinking
 
 
 def _finite(obj):
@@ -394,7 +400,10 @@ class OpenAIOracle:
         # only the sampling knobs that are set: some endpoints reject unknown/None fields
         sampling = dict(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
         self._sampling = {k: v for k, v in sampling.items() if v is not None}
-        self.extra_body = extra_body
+        clash = sorted({"model", "messages", "stream", *self._sampling} & set(extra_body or {}))
+        if clash:  # extra_body is merged over the request: it would silently replace these
+            raise ValueError(f"extra_body must not set {', '.join(clash)}: the client sets them itself")
+        self.extra_body = extra_body or None
         self._redact = _Redactor(api_key)
         # max_retries=0: we retry ourselves, so we can count retries and honour Retry-After
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
@@ -805,3 +814,231 @@ class SymbolicOracle:
             return f"{START_MARKER}\n{arithmetic.direct_solution_text(problem)}\n{END_MARKER}", "solved directly"
         # Like an LLM given a prompt it cannot follow: an answer without markers (a parse failure).
         return "I can only revise or solve the arithmetic questions of the miniature world."
+
+# -----------------------------------------------------------------------------
+# the paper profile's local Oracle (CPU smoke): the repo's own prompts, read back by their templates
+
+
+class OracleRefusal(ValueError):
+    """A request a local responder cannot serve. `status_code` 400: the local server answers it as a
+    client error with this message (spot_utils.oracle_server), which OpenAIOracle does not retry."""
+
+    status_code = 400
+    code = "oracle_refused"
+
+
+class PromptError(OracleRefusal):
+    """A prompt that is not one of the repo's Oracle templates, or one missing a field."""
+
+    code = "unreadable_prompt"
+
+
+# field -> how the error messages name it (the template's own labels)
+_FIELD_LABELS = {"question": "Question", "student_answer": "Student Model's Answer",
+                 "ground_truth": "Reference Ground Truth", "answer_format": "answer format"}
+_LAZY_FIELDS = {"question", "ground_truth", "answer_format"}  # the student answer is greedy (see _template)
+
+
+def _template(render, fields):
+    """(literal pieces, fields in order) of a prompt function, found by rendering it with sentinels.
+    The pieces are derived from the very function that writes the prompts, so they cannot drift."""
+    sentinels = {f: f"\x00{i}\x00" for i, f in enumerate(fields)}
+    parts = re.split("\x00(\\d+)\x00", render(**sentinels))
+    return parts[0::2], [fields[int(i)] for i in parts[1::2]]
+
+
+def _templates():
+    rect = lambda fields: _template(lambda **v: rectification_prompt(**v), fields)  # noqa: E731
+    return {
+        "rectification": rect(["question", "student_answer", "ground_truth", "answer_format"]),
+        "rectification (no ground truth)": rect(["question", "student_answer", "answer_format"]),
+        "direct-solve": _template(lambda **v: direct_solve_prompt(**v), ["question", "answer_format"]),
+    }
+
+
+def _template_regex(literals, fields):
+    # Question lazy: it ends at the first "Student Model's Answer:" line (questions come from a data
+    # set; the student's answer is free model text). The answer greedy: the ground truth is the text
+    # after the last "Reference Ground Truth:" line, so an answer quoting that label stays the answer's.
+    body = re.escape(literals[0])
+    for field, literal in zip(fields, literals[1:]):
+        body += f"(?P<{field}>.*{'?' if field in _LAZY_FIELDS else ''})" + re.escape(literal)
+    return re.compile(body, re.S)
+
+
+def _missing_piece(kind, text, literals, fields):
+    """Why `text` does not fit the template: the first literal piece not found in order, by the field
+    it introduces (or the instructions after the last field)."""
+    if not text.startswith(literals[0]):
+        opening = literals[0].rsplit("\n", 1)[-1] if "\n" in literals[0] else literals[0]
+        head = literals[0].split("\n", 1)[0][:60]
+        return (f"the {kind} prompt does not start as its template does ({head!r}... then "
+                f"{opening!r}: the field {_FIELD_LABELS[fields[0]]!r} is missing)")
+    pos = len(literals[0])
+    for i, literal in enumerate(literals[1:], 1):
+        last = i == len(literals) - 1
+        at = text.rfind(literal) if last else text.find(literal, pos)
+        if at < pos or (last and at + len(literal) != len(text)):
+            if last:
+                return (f"the {kind} prompt does not end with its template's output-format instructions after "
+                        f"the field {_FIELD_LABELS[fields[-1]]!r} (expected {literal.lstrip(chr(39)).strip()[:60]!r}...)")
+            label = literal.strip().split("\n")[-1].strip()
+            if fields[i] == "answer_format":
+                return (f"the {kind} prompt's instructions are missing or altered before the field 'answer format' "
+                        f"(expected {label!r})")
+            return f"the {kind} prompt has no field {_FIELD_LABELS[fields[i]]!r} (expected a line {label!r})"
+        pos = at + len(literal)
+    return f"the {kind} prompt does not match its template"
+
+
+def read_oracle_prompt(text):
+    """The fields of one of the repo's Oracle prompts -> (kind, fields).
+
+    kind is "rectification" (App. F, fields question, student_answer, ground_truth (None in the
+    variant without it), answer_format) or "direct-solve" (question, answer_format). The fields are
+    read by the templates' own structure (rectification_prompt / direct_solve_prompt rendered with
+    sentinels), so writing the fields back into the template gives `text` again. Raises PromptError
+    naming the missing field when `text` is not one of them."""
+    if not isinstance(text, str):
+        raise PromptError(f"the prompt must be a string, got {type(text).__name__}")
+    templates = _templates()
+    if text.startswith(_INTRO):
+        kind = ("rectification" if _TASK_GT in text else
+                "rectification (no ground truth)" if _TASK_NO_GT in text else None)
+        if kind is None:
+            raise PromptError("the rectification prompt has no task instructions (neither "
+                              f"{_TASK_GT.splitlines()[0]!r} nor {_TASK_NO_GT.splitlines()[0]!r})")
+    elif text.startswith(templates["direct-solve"][0][0].split("\n", 1)[0]):
+        kind = "direct-solve"
+    else:
+        raise PromptError(f"not an Oracle prompt of this repo: it starts with {text[:60]!r}, neither the "
+                          f"rectification prompt ({_INTRO[:40]!r}...) nor the direct-solve prompt "
+                          f"({direct_solve_prompt('', '')[:40]!r}...)")
+    literals, fields = templates[kind]
+    m = _template_regex(literals, fields).fullmatch(text)
+    if m is None:
+        raise PromptError(_missing_piece(kind, text, literals, fields))
+    values = m.groupdict()
+    for field in ("question", "ground_truth", "answer_format"):
+        if field in values and not values[field].strip():
+            raise PromptError(f"the {kind} prompt's field {_FIELD_LABELS[field]!r} is empty")
+    if "ANSWER" not in values["answer_format"]:
+        raise PromptError(f"the {kind} prompt's answer format {values['answer_format']!r} has no ANSWER "
+                          "placeholder for the final answer")
+    if kind.startswith("rectification"):
+        values.setdefault("ground_truth", None)
+        return "rectification", values
+    return kind, values
+
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
+_MATH_OPENERS = {"$$", "\\[", "$"}  # a display whose closing line goes with the answer line
+
+
+def answer_line(answer_format, answer):
+    """The final-answer line: the format with its ANSWER placeholder filled in."""
+    return answer_format.replace("ANSWER", str(answer).strip(), 1)
+
+
+def _is_answer_line(line, lead):
+    return bool(_BOX_RE.search(line)) or bool(lead) and lead.lower() in line.lower()
+
+
+def replace_answer_line(answer, answer_format, reference):
+    """The student's answer, minimally edited to end with the final-answer line of `reference`
+    -> (text, what was done).
+
+    The final-answer line is the last line that holds a boxed answer (\\boxed, \\fbox) or the answer
+    format's own lead ("Therefore, the final answer is:"). It is replaced by the format's line; lines
+    after it go (the prompt asks the correction to end with that line; deleting costs nothing in the
+    LCS change ratio, which counts only y+'s tokens), and so do the lines just before it that only
+    lead into it: a math display's opener ("$$", "\\[") or the bare lead. Without such a line, the
+    format's line is appended.
+    Everything before stays byte for byte (leading and trailing whitespace aside, which the parser and
+    the pair builder strip anyway)."""
+    line = answer_line(answer_format, reference)
+    lead = re.split(r"[$\\]", answer_format.split("ANSWER", 1)[0], maxsplit=1)[0].strip()
+    body = answer.strip()
+    if not body:
+        return line, "empty answer: wrote only the final-answer line"
+    lines = body.split("\n")
+    at = next((i for i in range(len(lines) - 1, -1, -1) if _is_answer_line(lines[i], lead)), None)
+    if at is None:
+        return f"{body}\n{line}", f"no final-answer line: appended one after line {len(lines)}"
+    start = at  # a display opener ("$$") or the bare lead ("Therefore, the final answer is:") just before goes too
+    while start > 0 and (lines[start - 1].strip() in _MATH_OPENERS
+                         or bool(lead) and lines[start - 1].strip().lower() == lead.lower()):
+        start -= 1
+    note = f"replaced the final-answer line (line {at + 1} of {len(lines)})"
+    if at - start:
+        note += f", with the {at - start} line(s) leading into it"
+    if len(lines) - at - 1:
+        note += f"; dropped the {len(lines) - at - 1} line(s) after it"
+    return "\n".join(lines[:start] + [line]), note
+
+
+def _prompt_of(messages):
+    if not isinstance(messages, list) or not messages:
+        raise PromptError("no messages")
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    content = (users or messages)[-1].get("content") if isinstance((users or messages)[-1], dict) else None
+    if not isinstance(content, str):
+        raise PromptError("the last user message has no text content")
+    return content
+
+
+class AnswerLineOracle:
+    """The local Oracle of the paper profile's CPU smoke (base_url "", a model that is not tiny), served
+    by spot_utils.oracle_server like SymbolicOracle, behind the same prompts (App. F and direct-solve).
+
+    It cannot do mathematics; it does what the paper's Oracle does to an answer whose reasoning it
+    keeps: a rectification request gets the student's answer (y-, read from the prompt) minimally
+    edited by replace_answer_line, its final-answer line set to the prompt's Reference Ground Truth.
+
+    A direct-solve prompt carries no ground truth (an LLM Oracle solves the problem itself); this
+    Oracle looks the question up in `answer_key` instead: a mapping question -> reference answer, or a
+    callable returning one, called once on first need (the profile's question set, the same references
+    the rectification prompts carry). It then answers in its own style, a short line and the boxed
+    line, always correct (a real Oracle's direct answers are not). A question not in the key, a key
+    that cannot be loaded, or a prompt that is not one of the templates is refused (OracleRefusal /
+    PromptError: a 400 from the local server, not retried) with a message that says what is missing.
+    A rectification prompt without ground truth (with_ground_truth false) takes the key's answer too.
+    Its notes are returned as "thinking", as reasoning LLMs send them."""
+
+    def __init__(self, answer_key=None):
+        self._source = answer_key
+        self._key, self._key_error = None, None
+        self._lock = threading.Lock()
+
+    def _answer_key(self):
+        with self._lock:
+            if self._key is None and self._key_error is None:
+                try:
+                    key = self._source() if callable(self._source) else self._source
+                    self._key = {str(q).strip(): a for q, a in dict(key or {}).items()}
+                except Exception as e:  # said once per request, never retried into a crash loop
+                    self._key_error = f"{type(e).__name__}: {e}"
+            if self._key_error is not None:
+                raise OracleRefusal(f"the local math Oracle could not load its answer key: {self._key_error}")
+            return self._key
+
+    def reference(self, question, why):
+        key = self._answer_key()
+        answer = key.get(question.strip())
+        if answer is None or not str(answer).strip():
+            raise OracleRefusal(f"{why}, and the question is not in the local math Oracle's answer key "
+                                f"({len(key)} questions): {question.strip()[:80]!r}")
+        return str(answer)
+
+    def __call__(self, messages):
+        kind, f = read_oracle_prompt(_prompt_of(messages))
+        if kind == "rectification":
+            reference, source = f["ground_truth"], "the prompt's Reference Ground Truth"
+            if reference is None:
+                reference = self.reference(f["question"], "the rectification prompt carries no Reference Ground Truth")
+                source = "the answer key"
+            fixed, note = replace_answer_line(f["student_answer"], f["answer_format"], reference)
+            return f"{START_MARKER}\n{fixed}\n{END_MARKER}", f"{note}; reference answer {reference.strip()} ({source})"
+        reference = self.reference(f["question"], "a direct-solve prompt carries no ground truth").strip()
+        solution = f"Solving the problem directly, the result is {reference}.\n{answer_line(f['answer_format'], reference)}"
+        return f"{START_MARKER}\n{solution}\n{END_MARKER}", "solved directly: the answer key's reference answer"

@@ -12,10 +12,15 @@ not a service.
 
 A responder is any callable `responder(messages) -> str | (text, thinking)`.
 Message contents reach it as plain strings (OpenAI "content parts" are joined),
-so responders never have to care about the wire format.
+so responders never have to care about the wire format. A responder refuses a
+request by raising an exception with a `status_code` of 400-499 (and optionally
+a string `code`), e.g. spot_utils.oracle.PromptError: the reply is that client
+error with the exception's message, which clients do not retry; any other
+exception is a 500 ("responder failed").
 """
 
 import asyncio
+import collections
 import json
 import math
 import random
@@ -118,9 +123,18 @@ class _State:
         self.faults = faults
         self.stats = ServerStats()
         self.by_kind = {}  # fault kind -> times injected
+        self.bodies = collections.deque(maxlen=64)  # the latest request bodies, as parsed JSON (for tests)
         self._valid = 0  # valid chat requests seen, drives the fault schedule
         self._random_faults = 0
         self._lock = threading.Lock()
+
+    def record(self, body):
+        with self._lock:
+            self.bodies.append(body)
+
+    def recorded(self):
+        with self._lock:
+            return list(self.bodies)
 
     def count(self, field):
         with self._lock:
@@ -299,6 +313,7 @@ def create_app(responder, model_name, api_key=None, faults=None):
             return bad_request("Request body is not valid JSON.")
         if not isinstance(body, dict):
             return bad_request("Request body must be a JSON object.")
+        state.record(body)
         messages = _normalise_messages(body.get("messages"))
         if messages is None:
             return bad_request("'messages' must be a non-empty list of {role, content}.", "invalid_messages")
@@ -330,6 +345,13 @@ def create_app(responder, model_name, api_key=None, faults=None):
             for _ in range(n or 1):
                 results.append(await run_in_threadpool(responder, messages))
         except Exception as e:
+            status = getattr(e, "status_code", None)
+            if isinstance(status, int) and not isinstance(status, bool) and 400 <= status < 500:
+                # the responder refuses the request (spot_utils.oracle.OracleRefusal, e.g. a prompt it
+                # cannot read): a client error the client does not retry, with the responder's reason
+                code = getattr(e, "code", None)
+                return bad_request(f"the Oracle refused the request: {e}", code if isinstance(code, str) else None,
+                                   status=status)
             state.count("server_errors")
             return _error(500, f"responder failed: {type(e).__name__}: {e}", "server_error")
         replies = []
@@ -477,6 +499,11 @@ class OracleServer:
     def fault_counts(self):
         """Injected faults by kind (see FAULT_KINDS), e.g. {"http_503": 4, "stream_cut": 2}."""
         return self._state.fault_counts()
+
+    @property
+    def request_bodies(self):
+        """The JSON bodies of the latest chat requests (at most 64), oldest first: what a client really sent."""
+        return self._state.recorded()
 
     @property
     def running(self):

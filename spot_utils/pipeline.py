@@ -8,15 +8,18 @@ Files, all under runs/<profile>/data/:
   pairs_all.jsonl                       every verified rectified pair (gamma = 1.0)
   pairs_gamma{g}.jsonl                  pairs with change ratio <= gamma (SPoT's data)
   sft_direct.jsonl                      question + the Oracle's direct answer
+  stamp.json, stale/<UTC time>/         what the files were made with; files moved aside when stale (prepare_data_dir)
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 import json
 import secrets
-import shutil
 from collections import Counter
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import arithmetic, world
@@ -28,7 +31,7 @@ from .math_grader import grade_math
 from .oracle import OpenAIOracle, SymbolicOracle, direct_solve_messages, rectification_messages
 from .oracle import DEFAULT_ANSWER_FORMAT
 from .oracle_server import start_server
-from .pretrain import prompt_text
+from .pretrain import base_config_hash, prompt_text
 from .rectify import change_ratio, common_prefix_length
 
 
@@ -36,6 +39,109 @@ def data_dir(profile: Profile) -> Path:
     path = profile.runs / "data"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# --- notebook 02's data dir: stamped per level, stale files moved aside (never deleted) ---------
+# Two levels, each guarding its files: the elicitation (y- and the RFT answers) and the Oracle's
+# replies to it (paid for). What is built from them (pairs, SFT data) is rebuilt by notebook 02.
+_ELICITATION_FILES = ("errors.jsonl", "correct.jsonl", "truncated.jsonl")
+_ORACLE_FILES = ("oracle_*",)  # replies, their .failures, .torn and .tmp files
+_DERIVED_FILES = ("pairs_*.jsonl", "sft_direct.jsonl")
+
+
+def data_stamp(profile: Profile) -> dict[str, dict]:
+    """What the data's content depends on, per level ("elicitation", "oracle"; the Oracle's replies also
+    depend on the elicitation). How a run goes (concurrency, timeouts, retries, streaming, the key's
+    variable, vLLM's batch size and tensor parallelism) is left out: changing it keeps the files."""
+    g, r, o = profile.generation, profile.rectification, profile.rectification.oracle
+    elicitation = {"base": base_config_hash(profile), "model.name_or_path": profile.model.name_or_path,
+                   "model.enable_thinking": profile.model.enable_thinking, "generation.backend": g.backend,
+                   "generation.temperature": g.temperature, "generation.top_p": g.top_p,
+                   "generation.max_new_tokens": g.max_new_tokens, "rectification.dataset": r.dataset,
+                   "rectification.dataset_config": r.dataset_config, "rectification.questions": r.questions,
+                   "rectification.samples_per_question": r.samples_per_question, "seed": profile.seed}
+    if g.backend == "hf":  # the hf backend seeds each batch: another batch size draws other samples
+        elicitation["generation.batch_size"] = g.batch_size
+    oracle = {"rectification.oracle.base_url": o.base_url, "rectification.oracle.model": o.model,
+              "rectification.with_ground_truth": r.with_ground_truth,
+              "rectification.oracle.symbolic_rewrite_rate": o.symbolic_rewrite_rate,
+              "rectification.oracle.extra_body": o.extra_body}
+    return json.loads(json.dumps({"elicitation": elicitation, "oracle": oracle}))  # as read back from stamp.json
+
+
+def prepare_data_dir(profile: Profile, force: bool = False) -> tuple[Path, list[str]]:
+    """Notebook 02's data dir, checked against its stamp.json (data_stamp). A level whose settings
+    changed (or every level, with force) has its files, and those built on them, moved to
+    stale/<UTC time>/ in the data dir. Files without a stamp are stale, except under the stamp the
+    code before data_stamp wrote, when that matches this profile (the stamp is then upgraded).
+    Returns the data dir and lines to print: what moved where, and why."""
+    out = data_dir(profile)
+    stamp_path = out / "stamp.json"
+    now, lines, unknown = data_stamp(profile), [], None
+    then = _read_json(stamp_path)
+    if isinstance(then, dict) and set(then) == {"base", "rectification"}:  # written by the code before data_stamp
+        old = _without_new_fields(profile)
+        if then == {"base": base_config_hash(old), "rectification": old.section_hash("rectification", "generation")}:
+            then = data_stamp(old)
+            lines.append("stamp.json: upgraded from the old format, which matches this profile; files kept")
+        else:
+            unknown = "an old-format stamp.json of other settings (it does not say which)"
+    elif not (isinstance(then, dict) and set(then) == set(now) and all(isinstance(v, dict) for v in then.values())):
+        unknown = "stamp.json unreadable" if stamp_path.exists() else "no stamp.json"
+    dest, upstream_stale = None, False
+    for level, patterns, what in [("elicitation", _ELICITATION_FILES, "the elicitation is"),
+                                  ("oracle", _ORACLE_FILES + _DERIVED_FILES, "the Oracle replies are")]:
+        why = "force=True" if force else unknown or _changes(then[level], now[level])
+        if not why and upstream_stale:
+            why = "they answer the stale elicitation"
+        upstream_stale = upstream_stale or bool(why)
+        files = [f for pat in patterns for f in sorted(out.glob(pat)) if f.is_file()] if why else []
+        if files:
+            dest = dest or _aside_dir(out)
+            for f in files:
+                f.rename(dest / f.name)
+            lines.append(f"{what} stale ({why}): moved {', '.join(f.name for f in files)} to {repo_relative(dest)}")
+    stamp_path.write_text(json.dumps(now, indent=1, sort_keys=True) + "\n")
+    return out, lines
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _changes(then: dict, now: dict) -> str:
+    """'key old -> new; ...' for every setting that differs, '' when none does."""
+    missing = object()
+    return "; ".join(f"{k} {json.dumps(then.get(k, '(unset)'))} -> {json.dumps(now.get(k, '(unset)'))}"
+                     for k in sorted(set(then) | set(now)) if then.get(k, missing) != now.get(k, missing))
+
+
+def _without_new_fields(obj):
+    """A config with every `_hash_when_set` field at its default: the settings as the code from before
+    those fields saw them (its old stamps are recomputed from this)."""
+    changes = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.name in getattr(obj, "_hash_when_set", ()):
+            changes[f.name] = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        elif dataclasses.is_dataclass(value):
+            changes[f.name] = _without_new_fields(value)
+    return dataclasses.replace(obj, **changes)
+
+
+def _aside_dir(folder: Path) -> Path:
+    """A new, empty folder stale/<UTC time>/ in `folder` for files moved aside."""
+    name = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for i in itertools.count():
+        dest = folder / "stale" / (name if i == 0 else f"{name}-{i}")
+        try:
+            dest.mkdir(parents=True)
+            return dest
+        except FileExistsError:
+            continue
 
 
 def answer_format(profile: Profile) -> str:
@@ -51,7 +157,8 @@ def grade_answer(profile: Profile, response: str, ground_truth) -> bool:
 
 def elicitation_questions(profile: Profile) -> list[dict]:
     """Fresh in-domain questions: the miniature world's training tiers (never a test question), or the
-    paper's DAPO-Math-17k English subset through `datasets` (a clear error when offline)."""
+    paper's DAPO-Math-17k English subset through `datasets` (a clear error when offline). The paper's
+    questions are the bare problems: `elicit` asks them with the evaluation's math instruction."""
     r = profile.rectification
     if profile.is_tiny:
         exclude = {ex.question for ex in world.test_sets(profile.world, profile.seed)}
@@ -60,46 +167,67 @@ def elicitation_questions(profile: Profile) -> list[dict]:
     try:
         from datasets import load_dataset
 
-        ds = load_dataset(r.dataset, r.dataset_config or None, split="train")
+        ds = load_dataset(r.dataset_location, r.dataset_config or None, split="train")
     except Exception as e:
         raise RuntimeError(f"could not load {r.dataset} ({r.dataset_config}) through `datasets`: {e}. "
                            "The paper profile needs the Hugging Face hub (or a local cache of it).") from e
     ds = ds.shuffle(seed=profile.seed).select(range(min(r.questions, len(ds))))
-    return [{"id": f"dapo{i:05d}", "question": row["prompt"], "ground_truth": row["solution"], "tier": "dapo"}
-            for i, row in enumerate(ds)]
+    # DAPO's prompt column wraps the problem in its own answer format ("Answer: $Answer"), which would
+    # contradict the boxed format the evaluation and the Oracle ask for: keep the problem only.
+    head = ("Solve the following math problem step by step. The last line of your response should be of the "
+            "form Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n")
+    tail = '\n\nRemember to put your answer on its own line after "Answer:".'
+    return [{"id": f"dapo{i:05d}", "question": row["prompt"].removeprefix(head).removesuffix(tail),
+             "ground_truth": row["solution"], "tier": "dapo"} for i, row in enumerate(ds)]
 
 
 def elicit(profile: Profile, model, tokenizer, questions: list[dict], progress: bool = True,
            temperature: float | None = None, out: Path | None = None) -> dict:
     """Sample the policy on every question, grade each answer, write errors.jsonl and correct.jsonl
-    (to `out`, default the profile's data dir; `temperature` overrides the profile's for analyses)."""
+    (to `out`, default the profile's data dir; `temperature` overrides the profile's for analyses).
+    An answer cut at max_new_tokens has no final answer to grade or to rectify: it goes to
+    truncated.jsonl instead (same records), and stats["truncated"] counts it. "accuracy" is over
+    all samples (a truncated answer is not correct, as in evaluation)."""
     g, r = profile.generation, profile.rectification
     temperature = g.temperature if temperature is None else temperature
-    prompts = [q["question"] for q in questions]
-    outs = generate(model if profile.is_tiny else profile.model.name_or_path, prompts, backend=g.backend,
-                    n=r.samples_per_question, temperature=temperature, top_p=g.top_p,
-                    max_new_tokens=g.max_new_tokens, seed=profile.seed, batch_size=g.batch_size,
-                    tokenizer=tokenizer, enable_thinking=profile.model.enable_thinking,
-                    tensor_parallel_size=g.tensor_parallel_size, progress=progress, desc="elicit")
-    errors, correct = [], []
-    for q, samples in zip(questions, outs):
-        for k, text in enumerate(samples):
+    if profile.is_tiny:
+        asked = [q["question"] for q in questions]
+    else:  # the prompt the evaluation's math suites use; the records keep the bare question (the Oracle's)
+        from .paper_suites import math_prompt
+        asked = [math_prompt(q["question"]) for q in questions]
+    outs, ends = generate(model if profile.is_tiny else profile.model.location, asked, backend=g.backend,
+                          n=r.samples_per_question, temperature=temperature, top_p=g.top_p,
+                          max_new_tokens=g.max_new_tokens, seed=profile.seed, batch_size=g.batch_size,
+                          tokenizer=tokenizer, enable_thinking=profile.model.enable_thinking,
+                          tensor_parallel_size=g.tensor_parallel_size, progress=progress, desc="elicit",
+                          return_finish_reasons=True)
+    errors, correct, truncated = [], [], []
+    for q, text_q, samples, reasons in zip(questions, asked, outs, ends):
+        prompt = prompt_text(tokenizer, text_q, enable_thinking=profile.model.enable_thinking)
+        for k, (text, reason) in enumerate(zip(samples, reasons)):
             rec = {"id": f"{q['id']}-s{k}", "question": q["question"], "response": text,
-                   "ground_truth": q["ground_truth"], "tier": q["tier"],
-                   "prompt": prompt_text(tokenizer, q["question"], enable_thinking=profile.model.enable_thinking)}
-            (correct if grade_answer(profile, text, q["ground_truth"]) else errors).append(rec)
+                   "ground_truth": q["ground_truth"], "tier": q["tier"], "prompt": prompt}
+            if reason != "stop":  # "length" (or vLLM's "abort"): the model did not end this answer
+                truncated.append(rec)
+            else:
+                (correct if grade_answer(profile, text, q["ground_truth"]) else errors).append(rec)
     out = data_dir(profile) if out is None else Path(out)
     write_jsonl(out / "errors.jsonl", errors)
     write_jsonl(out / "correct.jsonl", correct)
-    return {"samples": len(errors) + len(correct), "errors": len(errors), "correct": len(correct),
-            "accuracy": len(correct) / max(1, len(errors) + len(correct))}
+    write_jsonl(out / "truncated.jsonl", truncated)
+    samples = len(errors) + len(correct) + len(truncated)
+    return {"samples": samples, "errors": len(errors), "correct": len(correct), "truncated": len(truncated),
+            "accuracy": len(correct) / max(1, samples)}
 
 
 @contextmanager
 def oracle_endpoint(profile: Profile, faults: dict | None = None):
-    """An OpenAIOracle for the profile. With an empty base_url (tiny) a local OpenAI-compatible server
-    that serves the SymbolicOracle is started on a free loopback port, with a fresh random API key,
-    and stopped afterwards: the very client code that calls Gemini in the paper profile runs here.
+    """An OpenAIOracle for the profile. With an empty base_url a local OpenAI-compatible server is
+    started on a free loopback port, with a fresh random API key, and stopped afterwards: the very
+    client code that calls Gemini in the paper profile runs here. It serves the SymbolicOracle for
+    the tiny profile, and the AnswerLineOracle for any other (paper_smoke: math questions it answers
+    with the prompt's reference answer, and direct solutions from the profile's question set, loaded
+    on the first direct-solve request). The model name is the profile's either way.
     `faults` (local server only) injects rate-limit / server errors so the retry path is exercised.
     The environment is left alone: the local key goes to the client directly, never into the
     variable api_key_env names (which may hold the user's real key)."""
@@ -109,12 +237,18 @@ def oracle_endpoint(profile: Profile, faults: dict | None = None):
     server, key = None, None
     if not o.base_url:
         key = secrets.token_urlsafe(16)
-        server = start_server(SymbolicOracle(o.symbolic_rewrite_rate, profile.seed), model_name=o.model,
-                              api_key=key, faults=faults)
+        if profile.is_tiny:
+            responder = SymbolicOracle(o.symbolic_rewrite_rate, profile.seed)
+        else:
+            from .oracle import AnswerLineOracle
+
+            responder = AnswerLineOracle(
+                answer_key=lambda: {q["question"]: q["ground_truth"] for q in elicitation_questions(profile)})
+        server = start_server(responder, model_name=o.model, api_key=key, faults=faults)
     try:
         client = OpenAIOracle(server.base_url if server else o.base_url, o.model, api_key_env=o.api_key_env,
                               max_concurrency=o.max_concurrency, max_retries=o.max_retries, stream=o.stream,
-                              timeout=o.timeout_s, api_key=key)
+                              timeout=o.timeout_s, extra_body=o.extra_body, api_key=key)
     except BaseException:
         if server:
             server.stop()
@@ -209,29 +343,48 @@ def rectified_pairs(profile: Profile, model, tokenizer, questions: list[dict], o
     """The whole pipeline of Section 2 in one call, into `out` (an analysis folder, never the main
     data dir): elicit at `temperature`, rectify the errors with the profile's Oracle, keep the
     verified pairs at gamma. Returns the pair file and a one-line report (counts of what was
-    skipped and why). The folder is reused while its stamp (base, settings, questions) matches;
-    otherwise, or with force, it is emptied first, so no stale Oracle reply is ever resumed."""
-    from .pretrain import base_config_hash
+    skipped and why). The folder is reused while its stamp (data_stamp's settings, temperature,
+    questions) matches; otherwise, or with force, what it holds is first moved to stale/<UTC time>/
+    in it (never deleted: Oracle replies are paid for), so no stale Oracle reply is ever resumed."""
     from .rectify import filter_pairs
 
     out = Path(out)
     path = out / f"pairs_gamma{profile.rectification.gamma:g}.jsonl"
-    stamp = {"base": base_config_hash(profile), "settings": profile.section_hash("rectification", "generation"),
-             "temperature": temperature, "questions": hashlib.sha256(json.dumps(questions).encode()).hexdigest()[:16]}
-    stamp_path = out / "stamp.json"
-    if not force and path.exists() and stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
+    asked = {"temperature": temperature, "questions": hashlib.sha256(json.dumps(questions).encode()).hexdigest()[:16]}
+
+    def stamp_of(p):
+        levels = data_stamp(p)
+        return {**levels["elicitation"], **levels["oracle"], **asked}
+
+    stamp, stamp_path = stamp_of(profile), out / "stamp.json"
+    then, old = _read_json(stamp_path), _without_new_fields(profile)
+    if then == {"base": base_config_hash(old), "settings": old.section_hash("rectification", "generation"), **asked}:
+        then = stamp_of(old)  # the stamp of the code before data_stamp, for these very settings
+    if not force and path.exists() and then == stamp:
+        stamp_path.write_text(json.dumps(stamp))  # upgrades an old-format stamp
         return path, f"{len(read_jsonl(path))} pairs (reused from {repo_relative(out)})"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    moved = ""
+    earlier = [f for f in out.iterdir() if f.name != "stale"] if out.is_dir() else []
+    if earlier:
+        if force or not isinstance(then, dict) or "settings" in then:
+            why = "force=True" if force else "no stamp of these settings"
+        else:
+            why = _changes(then, stamp) or "no pairs file (an interrupted run)"
+        dest = _aside_dir(out)
+        for f in earlier:
+            f.rename(dest / f.name)
+        moved = f" (the earlier files moved to {repo_relative(dest)}: {why})"
+    out.mkdir(parents=True, exist_ok=True)
     stats = elicit(profile, model, tokenizer, questions, progress=False, temperature=temperature, out=out)
     with oracle_endpoint(profile) as (oracle, _):
         summary = oracle.run(rectification_requests(profile, read_jsonl(out / "errors.jsonl")),
                              out / "oracle_rectified.jsonl", out / "oracle_rectified.failures.jsonl", desc="rectify")
-    pairs, skipped = build_pairs(profile, tokenizer, oracle_records(out / "oracle_rectified.jsonl"))
+    replies = out / "oracle_rectified.jsonl"  # not written when there was no error to send
+    pairs, skipped = build_pairs(profile, tokenizer, oracle_records(replies) if replies.exists() else [])
     kept, _ = filter_pairs(pairs, profile.rectification.gamma)
     write_pairs(path, kept)
     stamp_path.write_text(json.dumps(stamp))
     return path, (f"temperature {temperature}: {stats['errors']} errors in {stats['samples']} samples -> "
                   f"{summary.succeeded} Oracle replies ({summary.failed} failed: {dict(summary.failure_reasons) or 'none'})"
                   f" -> {len(pairs)} verified pairs (skipped: {dict(skipped) or 'none'}) -> {len(kept)} at gamma "
-                  f"{profile.rectification.gamma:g}")
+                  f"{profile.rectification.gamma:g}{moved}")

@@ -173,5 +173,6 @@ def load_base(profile: Profile):
             raise FileNotFoundError(f"no tiny base model at {path}: run notebooks/00_setup_and_base_model.ipynb "
                                     "(or spot_utils.pretrain.pretrain_base) first")
         return load_model(path)
-    return load_model(profile.model.name_or_path, dtype=profile.model.dtype,
-                      device="cuda" if torch.cuda.is_available() else "cpu")
+    return load_model(profile.model.location, dtype=profile.model.dtype,
+                      device="cuda" if torch.cuda.is_available() else "cpu",
+                      attn_implementation=profile.model.attn_implementation)

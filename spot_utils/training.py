@@ -6,7 +6,8 @@
 Methods (equation numbers from the paper, losses in spot_utils.losses):
   pair losses, on summed response log-probs with a frozen reference (Eq. 3)
     dpo (Eq. 4), reward_sft (Eq. 5), spot_bce (Eq. 7), spot_bco (Eq. 8)
-  token-level losses on the completion tokens only
+  token-level losses on the completion tokens only (for an 8B model from the fused LM head, as the
+  pair losses: see TOKEN_LOGITS_LIMIT)
     sft      NLL (Eq. 2) on the Oracle's direct answers      (records with `response`)
     rft      NLL on the policy's own correct answers         (records with `response`)
     sft_plus NLL on y+ of the pairs                           (pair records)
@@ -57,6 +58,13 @@ DELTA_FILE = "spot_delta.json"                      # SPoT-BCO's RunningMean, sa
 RESULT_FILE = "spot_train.json"                     # written next to the final model
 PAPER_BATCH_SIZE = 32                               # App. C: processes x per-device batch x accumulation
 SHARED_DATA_DIR = "shared_dataset"                  # <output_dir>/..., the tokenised data every rank reads
+# Token losses take TRL's fused LM head (per-token log-probs in tiles, never the [B, T, V] logits) when a
+# micro-batch's logits could exceed this many elements (32 MiB in float32): Qwen3-8B's [2, 8192, 151936]
+# are 2.5e9 (10 GB, kept for backward, plus the y- pass). A constant, not a profile setting: both paths
+# give the same loss and gradients to float rounding, and the choice follows from settings that the run
+# keys already hold (batch, max_length, base model), so tiny (16 x 512 x 102 = 8e5) stays on its
+# bit-identical logits path while an 8B profile, and paper_smoke's stand-in, take the fused one.
+TOKEN_LOGITS_LIMIT = 2 ** 23
 assert set(PAIR_METHODS + TOKEN_METHODS) == set(METHODS)
 
 
@@ -71,9 +79,15 @@ def to_dataset(method: str, records: Sequence[dict], tokenizer) -> tuple[Dataset
     (prompt/question, response) become chosen = response, rejected = "" (TRL appends the end
     token), and the returned flag paired=False tells the trainer to skip the rejected half.
     `prompt` is already chat-formatted; without it the question is formatted here.
+    TRL tokenizes the prompt text with special tokens added: a tokenizer that prepends its BOS
+    itself (Llama-3) would put a second one before the one its chat template wrote, so that text BOS
+    is dropped here and the model sees exactly one (Qwen3 and the tiny tokenizer add none: unchanged).
     """
     if not records:
         raise ValueError(f"no training records for {method!r}")
+    bos = tokenizer.bos_token
+    if not bos or tokenizer("")["input_ids"][:1] != [tokenizer.bos_token_id]:
+        bos = None  # the tokenizer adds no BOS: keep the prompt text as the template wrote it
     rows, kinds = [], set()
     for i, rec in enumerate(records):
         if "prompt" in rec:
@@ -82,6 +96,8 @@ def to_dataset(method: str, records: Sequence[dict], tokenizer) -> tuple[Dataset
             prompt = prompt_text(tokenizer, rec["question"])
         else:
             raise ValueError(f"record {i} has neither 'prompt' nor 'question': {sorted(rec)}")
+        if bos:
+            prompt = prompt.removeprefix(bos)
         if "chosen" in rec and "rejected" in rec:
             rows.append({"prompt": prompt, "chosen": rec["chosen"], "rejected": rec["rejected"]})
             kinds.add("pair")
@@ -150,6 +166,9 @@ class SPoTTrainer(DPOTrainer):
             torch.utils.deterministic.fill_uninitialized_memory = False
         super().__init__(*args, **kwargs)
         self.add_callback(_OptimizerStepEnd(self))
+        length = self.args.max_length or float("inf")  # None: no truncation, so no bound on the logits
+        self.fused_token_loss = fused_token_loss(self.args.per_device_train_batch_size, length,
+                                                 self.model.config.get_text_config().vocab_size)
 
     # --- the loss of one micro-batch -------------------------------------------------------
 
@@ -200,19 +219,29 @@ class SPoTTrainer(DPOTrainer):
         # Only the chosen half (y+, or the response) is trained. Mean over the micro-batch's completion
         # tokens; transformers divides by the accumulation steps (DPOTrainer.loss_is_scaled_for_ga = False).
         n = labels.size(0) // 2
-        loss_fn = losses.dft if self.method == "dft" else losses.nll
+        loss_fn = losses.token_dft if self.method == "dft" else losses.token_nll
         loss_sum, chosen_logps = 0.0, torch.zeros(n, device=labels.device)
-        for rows, out, row_labels in self._forwards(model, inputs, labels, torch.arange(n)):
-            loss_sum = loss_sum + loss_fn(out.logits, row_labels, reduction="sum")
-            chosen_logps[rows] = losses.sequence_logps(out.logits.detach(), row_labels)[0]
+        for rows, token_logps, mask in self._token_logps(model, inputs, labels, torch.arange(n)):
+            loss_sum = loss_sum + loss_fn(token_logps, mask, reduction="sum")
+            chosen_logps[rows] = token_logps.detach().sum(-1)
         loss = loss_sum / (labels[:n, 1:] != -100).sum()  # the mean over the micro-batch's completion tokens
         rejected_logps = None
         if self.paired:  # y- is never trained on; no-grad forwards to log its reward (Fig. 4's pull-up)
             rejected_logps = torch.zeros(n, device=labels.device)
             with torch.no_grad():
-                for rows, out, row_labels in self._forwards(model, inputs, labels, torch.arange(n, 2 * n)):
-                    rejected_logps[rows - n] = losses.sequence_logps(out.logits, row_labels)[0]
+                for rows, token_logps, _ in self._token_logps(model, inputs, labels, torch.arange(n, 2 * n)):
+                    rejected_logps[rows - n] = token_logps.sum(-1)
         return loss, chosen_logps, rejected_logps
+
+    def _token_logps(self, model, inputs, labels, rows):
+        """(rows, per-token log-probs [rows, T-1] with 0 off the completion, mask) for each length group.
+        Above TOKEN_LOGITS_LIMIT from TRL's fused LM head (with gradient, in tiles of positions and
+        vocabulary), else from the logits (the tiny profile's numbers)."""
+        for group, out, group_labels in self._forwards(model, inputs, labels, rows, fused=self.fused_token_loss):
+            if self.fused_token_loss:
+                yield group, out.log_probs, group_labels[:, 1:] != -100
+            else:
+                yield group, *losses.sequence_logps(out.logits, group_labels)[1:]
 
     def _forwards(self, model, inputs, labels, rows, fused=False):
         """(rows, model output, their labels) for each length group of `rows` (see length_groups).
@@ -319,6 +348,11 @@ class SPoTTrainer(DPOTrainer):
                 raise FileNotFoundError(f"{path} is missing: the checkpoint holds no SPoT-BCO delta")
             self.delta.load_state_dict(json.loads(path.read_text()))
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+
+def fused_token_loss(rows: int, length: float, vocab: int) -> bool:
+    """Whether the token losses of micro-batches of `rows` x `length` tokens take the fused LM head."""
+    return rows * length * vocab > TOKEN_LOGITS_LIMIT
 
 
 def length_groups(attention_mask: torch.Tensor, rows: torch.Tensor, group_rows: int) -> list[tuple[torch.Tensor, int]]:
@@ -554,13 +588,16 @@ def _quiet_datasets(quiet: bool):
 
 
 def _load_policy(profile: Profile):
-    from .modeling import load_model
+    from .modeling import attention_implementation, load_model
     from .pretrain import load_base
 
     if profile.is_tiny:
         return load_base(profile)
-    # On CPU: the Trainer / DeepSpeed places the weights (one GPU per process), not us.
-    return load_model(profile.model.name_or_path, dtype=profile.model.dtype, device="cpu")
+    # On CPU: the Trainer / DeepSpeed places the weights (one GPU per process), not us. The attention
+    # kernel is chosen for where training runs (FlashAttention-2 on a GPU when installed).
+    return load_model(profile.model.location, dtype=profile.model.dtype, device="cpu",
+                      attn_implementation=attention_implementation(
+                          profile.model.attn_implementation, "cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _unpatch(model):

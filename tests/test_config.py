@@ -191,3 +191,38 @@ def test_profile_file_is_utf8_whatever_the_locale(tmp_path):
 def test_shipped_profiles_pass_the_stricter_checks():
     for name in ("tiny", "paper_qwen3_8b", "paper_llama31_8b"):
         load_profile(name)
+
+
+# The tiny profile's cache keys: every cached base model, data set and run (and so every committed
+# number) hangs on them. A change here re-trains everything: make it on purpose, then rerun
+# `make reproduce` and commit the new outputs together with the new values.
+TINY_SECTION_HASHES = {"seed": "de7d7744ccd7722e",
+                       "model": "7b501341ec1f7d9f",
+                       "world": "56f86705b29b273c",
+                       "pretrain": "468c1f200aed3de7",
+                       "training": "b206fee9f8a5cd8e",
+                       "experiments": "9c04a789c3b7fdb7",
+                       "generation": "314f90dbe6a31b86",
+                       "eval": "a18345bfca881d3b",
+                       "rectification": "5cbdfebd2e7aac31"}
+
+
+def test_new_settings_at_their_default_leave_the_cache_keys_alone():
+    tiny = load_profile("tiny")
+    for section, value in TINY_SECTION_HASHES.items():
+        assert tiny.section_hash(section) == value, section
+    # a setting named in _hash_when_set counts once it is set
+    assert load_profile("tiny", **{"model.attn_implementation": "eager"}).section_hash("model") != TINY_SECTION_HASHES["model"]
+    assert load_profile("tiny", **{"eval.suite_dir": "x"}).section_hash("eval") != tiny.section_hash("eval")
+
+
+def test_dot_paths_are_relative_to_the_repository_not_the_working_directory(monkeypatch, tmp_path):
+    from spot_utils.config import REPO_ROOT, local_or_hub
+
+    monkeypatch.chdir(tmp_path)  # as under papermill --cwd notebooks
+    assert local_or_hub("./runs/x/model") == str(REPO_ROOT / "runs" / "x" / "model")
+    assert local_or_hub("Qwen/Qwen3-8B") == "Qwen/Qwen3-8B"  # a hub id passes through
+    smoke = load_profile("paper_smoke")
+    assert smoke.model.location == str(REPO_ROOT / "runs" / "paper_smoke" / "assets" / "model")
+    assert smoke.rectification.dataset_location.startswith(str(REPO_ROOT))
+    assert load_profile("paper").model.location == "Qwen/Qwen3-8B"

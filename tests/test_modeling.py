@@ -2,6 +2,7 @@ import string
 
 import torch
 
+from spot_utils.config import ModelConfig
 from spot_utils.modeling import build_char_tokenizer, build_tiny_model, count_parameters, load_model, save_model
 
 
@@ -42,3 +43,25 @@ def test_model_size_and_save_load_round_trip(tmp_path):
     x = torch.tensor([tok.encode("12+3=15", add_special_tokens=False)])
     with torch.no_grad():
         assert torch.equal(model.eval()(x).logits, model2(x).logits)
+
+
+def test_attention_kernel_choice(tmp_path):
+    import importlib.util
+
+    import pytest
+
+    from spot_utils.modeling import attention_implementation
+
+    flash = importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
+    assert attention_implementation("auto", "cpu") == "sdpa"  # FlashAttention-2 needs a GPU
+    assert attention_implementation("eager") == "eager"
+    if not flash:  # a FlashAttention-2 request that cannot run fails up front, naming the setting
+        with pytest.raises(RuntimeError, match="model.attn_implementation is flash_attention_2"):
+            attention_implementation("flash_attention_2", "cpu")
+    tok = build_char_tokenizer()
+    save_model(build_tiny_model(ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                                            intermediate_size=64), tok), tok, tmp_path)
+    for asked, ran in (("auto", "sdpa"), ("eager", "eager")):
+        model, _ = load_model(tmp_path, attn_implementation=asked)
+        assert model.config._attn_implementation == ran  # which kernel ran: what notebook 00 prints
+

@@ -110,6 +110,8 @@ def test_rectified_pairs_in_one_call_is_stamped(tiny_profile, tmp_path):
     pretrain_base(tiny_profile, progress=False)  # the stamp names the base
     tok = build_char_tokenizer()
     model = build_tiny_model(tiny_profile.model, tok, seed=0)  # random weights: every answer is an error
+    # ...that never ends by itself: end each one at the token limit, or elicit counts it as truncated
+    model.generation_config.forced_eos_token_id = tok.eos_token_id
     tiny_profile.generation.max_new_tokens = 8
     rng = random.Random(3)
     questions = []

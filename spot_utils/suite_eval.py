@@ -1,0 +1,115 @@
+"""The paper profile's evaluation: a model (the base or a trained run) on the nine suites of Table 1.
+
+One call writes what the tiny profile writes, so notebook 04 reads both the same way:
+
+    evaluate_base(profile)        -> runs/<profile>/base/eval_rows.csv
+    evaluate_run(profile, folder) -> <run folder>/eval_test.csv   (the model in <folder>/final)
+
+and returns the per-suite scores with the headline columns of Table 1 (paper_suites.paper_headline).
+From the command line (the main process of a GPU box, after training):
+
+    python -m spot_utils.suite_eval --profile paper --model base
+    python -m spot_utils.suite_eval --profile paper --model runs/paper_qwen3_8b/train/spot_bco@pairs/seed0
+
+Sampling follows the profile (vLLM on a GPU, the HF backend elsewhere; temperature 0.7, top-p 0.8);
+each suite takes its own avg@n (16 for AIME24/25 and AMC23, 5 for the rest). The suites come from the
+hub cache, or from eval.suite_dir (local files named <suite>.jsonl, e.g. the test fixtures).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from . import paper_suites
+from .config import REPO_ROOT, Profile
+
+ROWS_FILE = "eval_test.csv"   # a run's rows, as in the tiny profile
+BASE_ROWS_FILE = "eval_rows.csv"
+
+
+def suite_records(profile: Profile, name: str) -> list[paper_suites.SuiteRecord]:
+    """A suite's records: from eval.suite_dir when the profile sets it, else the hub (or its cache)."""
+    folder = profile.eval.suite_dir
+    if not folder:
+        return paper_suites.load_suite(name, seed=profile.seed)
+    folder = Path(folder) if Path(folder).is_absolute() else REPO_ROOT / folder
+    files = [folder / f"{name}{ext}" for ext in (".jsonl", ".json", ".parquet")]
+    found = [f for f in files if f.exists()]
+    if not found:
+        raise FileNotFoundError(f"eval.suite_dir is {profile.eval.suite_dir}, but it has no {name}.jsonl, "
+                                f"{name}.json or {name}.parquet")
+    return paper_suites.load_suite(name, path=found[0], seed=profile.seed)
+
+
+def evaluate_model(profile: Profile, model_path, out_csv: str | Path, suites=None, progress: bool = True,
+                   **generate_kwargs) -> dict[str, float]:
+    """Sample and grade `model_path` on every suite, write all rows to `out_csv` (one row per question
+    and sample, with its suite) and return {suite display name: score in %} plus the headline
+    columns. `generate_kwargs` go to the generator (e.g. tokenizer= with a model object)."""
+    if profile.is_tiny:
+        raise ValueError("the tiny profile is evaluated on its miniature test sets (evaluation.evaluate_profile)")
+    names = list(suites or paper_suites.SUITES)
+    if any(paper_suites.get_spec(n).kind == "ifeval" for n in names):
+        paper_suites.ensure_nltk_data()  # before any sampling: a missing tokenizer model fails in seconds
+    frames, scores = [], {}
+    for name in names:
+        rows = paper_suites.evaluate_suite(name, model_path, suite_records(profile, name), profile=profile,
+                                           progress=progress, **generate_kwargs)
+        frames.append(rows)
+        scores[paper_suites.get_spec(name).display] = paper_suites.suite_score(rows)
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    pd.concat(frames, ignore_index=True).to_csv(out_csv, index=False)
+    if len(names) == len(paper_suites.SUITES):
+        scores.update(paper_suites.paper_headline(scores))
+    return scores
+
+
+def scores_from_rows(rows: pd.DataFrame) -> dict[str, float]:
+    """The scores evaluate_model returned, recomputed from its CSV (what notebook 04 reads)."""
+    scores = {paper_suites.get_spec(name).display: paper_suites.suite_score(part)
+              for name, part in rows.groupby("suite", sort=False)}
+    if len(scores) == len(paper_suites.SUITES):
+        scores.update(paper_suites.paper_headline(scores))
+    return scores
+
+
+def evaluate_base(profile: Profile, suites=None, progress: bool = True, **generate_kwargs) -> dict[str, float]:
+    from .pretrain import base_dir
+
+    return evaluate_model(profile, profile.model.location, base_dir(profile) / BASE_ROWS_FILE, suites,
+                          progress, **generate_kwargs)
+
+
+def evaluate_run(profile: Profile, folder: str | Path, suites=None, progress: bool = True,
+                 **generate_kwargs) -> dict[str, float]:
+    """Evaluate the model a run saved in <folder>/final; the rows go to <folder>/eval_test.csv."""
+    folder = Path(folder)
+    model = folder / "final"  # where training.train saves the final model
+    if not (model / "config.json").exists():
+        raise FileNotFoundError(f"{model} holds no saved model (config.json): has the run finished?")
+    return evaluate_model(profile, model, folder / ROWS_FILE, suites, progress, **generate_kwargs)
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    from .config import load_profile
+
+    parser = argparse.ArgumentParser(description="evaluate the base or a run on the nine suites of Table 1")
+    parser.add_argument("--profile", default="paper")
+    parser.add_argument("--model", required=True, help="'base', or a run folder (holding final/)")
+    parser.add_argument("--suites", nargs="*", default=None, help=f"default: all nine ({', '.join(paper_suites.SUITES)})")
+    args = parser.parse_args(argv)
+    profile = load_profile(args.profile)
+    for name in args.suites or ():
+        paper_suites.get_spec(name)  # an unknown name fails before any model loads
+    scores = (evaluate_base(profile, args.suites) if args.model == "base"
+              else evaluate_run(profile, args.model, args.suites))
+    print(json.dumps({k: round(v, 2) for k, v in scores.items()}))
+
+
+if __name__ == "__main__":
+    main()
