@@ -280,12 +280,27 @@ def _hashable(value: Any) -> Any:
     skip = getattr(value, "_hash_when_set", ())
     for f in dataclasses.fields(value):
         v = getattr(value, f.name)
-        if f.name in skip:
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            if v == default:
-                continue
+        if f.name in skip and v == _field_default(f):
+            continue
         out[f.name] = _hashable(v)
     return out
+
+
+def without_new_settings(obj):
+    """A copy of a config with every `_hash_when_set` field at its default: the settings as the code
+    from before those fields saw them (old stamps and hashes are recomputed from this)."""
+    changes = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.name in getattr(obj, "_hash_when_set", ()):
+            changes[f.name] = _field_default(f)
+        elif dataclasses.is_dataclass(value):
+            changes[f.name] = without_new_settings(value)
+    return dataclasses.replace(obj, **changes)
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def profile_path(name_or_path: str | Path) -> Path:

@@ -12,7 +12,6 @@ Files, all under runs/<profile>/data/:
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -23,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import arithmetic, world
-from .config import Profile
+from .config import Profile, without_new_settings
 from .data import DataError, read_jsonl, write_jsonl, write_pairs
 from .environment import repo_relative
 from .generation import generate
@@ -80,7 +79,7 @@ def prepare_data_dir(profile: Profile, force: bool = False) -> tuple[Path, list[
     now, lines, unknown = data_stamp(profile), [], None
     then = _read_json(stamp_path)
     if isinstance(then, dict) and set(then) == {"base", "rectification"}:  # written by the code before data_stamp
-        old = _without_new_fields(profile)
+        old = without_new_settings(profile)
         if then == {"base": base_config_hash(old), "rectification": old.section_hash("rectification", "generation")}:
             then = data_stamp(old)
             lines.append("stamp.json: upgraded from the old format, which matches this profile; files kept")
@@ -117,19 +116,6 @@ def _changes(then: dict, now: dict) -> str:
     missing = object()
     return "; ".join(f"{k} {json.dumps(then.get(k, '(unset)'))} -> {json.dumps(now.get(k, '(unset)'))}"
                      for k in sorted(set(then) | set(now)) if then.get(k, missing) != now.get(k, missing))
-
-
-def _without_new_fields(obj):
-    """A config with every `_hash_when_set` field at its default: the settings as the code from before
-    those fields saw them (its old stamps are recomputed from this)."""
-    changes = {}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if f.name in getattr(obj, "_hash_when_set", ()):
-            changes[f.name] = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        elif dataclasses.is_dataclass(value):
-            changes[f.name] = _without_new_fields(value)
-    return dataclasses.replace(obj, **changes)
 
 
 def _aside_dir(folder: Path) -> Path:
@@ -357,7 +343,7 @@ def rectified_pairs(profile: Profile, model, tokenizer, questions: list[dict], o
         return {**levels["elicitation"], **levels["oracle"], **asked}
 
     stamp, stamp_path = stamp_of(profile), out / "stamp.json"
-    then, old = _read_json(stamp_path), _without_new_fields(profile)
+    then, old = _read_json(stamp_path), without_new_settings(profile)
     if then == {"base": base_config_hash(old), "settings": old.section_hash("rectification", "generation"), **asked}:
         then = stamp_of(old)  # the stamp of the code before data_stamp, for these very settings
     if not force and path.exists() and then == stamp:

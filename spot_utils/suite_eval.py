@@ -53,22 +53,21 @@ def evaluate_model(profile: Profile, model_path, out_csv: str | Path, suites=Non
     names = list(suites or paper_suites.SUITES)
     if any(paper_suites.get_spec(n).kind == "ifeval" for n in names):
         paper_suites.ensure_nltk_data()  # before any sampling: a missing tokenizer model fails in seconds
-    frames, scores = [], {}
-    for name in names:
-        rows = paper_suites.evaluate_suite(name, model_path, suite_records(profile, name), profile=profile,
-                                           progress=progress, **generate_kwargs)
-        frames.append(rows)
-        scores[paper_suites.get_spec(name).display] = paper_suites.suite_score(rows)
+    rows = pd.concat([paper_suites.evaluate_suite(name, model_path, suite_records(profile, name), profile=profile,
+                                                  progress=progress, **generate_kwargs) for name in names],
+                     ignore_index=True)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    pd.concat(frames, ignore_index=True).to_csv(out_csv, index=False)
-    if len(names) == len(paper_suites.SUITES):
-        scores.update(paper_suites.paper_headline(scores))
-    return scores
+    rows.to_csv(out_csv, index=False)
+    empty = [n for n in names if n not in set(rows.get("suite", ()))]
+    if empty:  # a suite without a question has no score (avg@n needs at least one problem)
+        raise ValueError(f"no questions to score in suite(s) {', '.join(empty)}")
+    return scores_from_rows(rows)
 
 
 def scores_from_rows(rows: pd.DataFrame) -> dict[str, float]:
-    """The scores evaluate_model returned, recomputed from its CSV (what notebook 04 reads)."""
+    """{suite display name: score in %} of evaluate_model's rows (also read back from its CSV), plus
+    the headline columns when all nine suites are there."""
     scores = {paper_suites.get_spec(name).display: paper_suites.suite_score(part)
               for name, part in rows.groupby("suite", sort=False)}
     if len(scores) == len(paper_suites.SUITES):

@@ -21,3 +21,23 @@ def tiny_profile(tmp_path):
         "model.hidden_size": 32, "model.num_layers": 1, "model.num_heads": 2, "model.num_kv_heads": 1,
         "model.intermediate_size": 64, "world.test_size_per_tier": 5, "world.connect4_test_size": 10,
         "generation.max_new_tokens": 24, "generation.batch_size": 16})
+
+
+def random_policy_and_questions(profile, n: int, seed: int):
+    """A random-weights tiny policy (every answer an error, each ended at the token limit so elicit
+    keeps it) and n two-step arithmetic questions: the raw material of a rectified_pairs call."""
+    import random
+
+    from spot_utils import arithmetic
+    from spot_utils.modeling import build_char_tokenizer, build_tiny_model
+
+    tok = build_char_tokenizer()
+    model = build_tiny_model(profile.model, tok, seed=0)
+    model.generation_config.forced_eos_token_id = tok.eos_token_id
+    rng = random.Random(seed)
+    questions = []
+    for i in range(n):
+        p = arithmetic.random_problem(rng, 2)
+        questions.append({"id": f"q{i}", "question": arithmetic.question_text(p), "ground_truth": p.answer,
+                          "tier": "steps=2"})
+    return model, tok, questions

@@ -280,20 +280,10 @@ def test_stale_folders_never_collide(tmp_path):
 
 
 def test_rectified_pairs_moves_a_stale_folder_aside(tiny_profile, tmp_path):
-    import random
+    from conftest import random_policy_and_questions
 
-    from spot_utils import arithmetic
-    from spot_utils.modeling import build_char_tokenizer, build_tiny_model
-
-    tok = build_char_tokenizer()
-    model = build_tiny_model(tiny_profile.model, tok, seed=0)  # random weights: every answer is an error
+    model, tok, questions = random_policy_and_questions(tiny_profile, 3, seed=5)
     tiny_profile.generation.max_new_tokens = 8
-    rng = random.Random(5)
-    questions = []
-    for i in range(3):
-        p = arithmetic.random_problem(rng, 2)
-        questions.append({"id": f"q{i}", "question": arithmetic.question_text(p), "ground_truth": p.answer,
-                          "tier": "steps=2"})
     out = tmp_path / "hot"
     path, report = pipeline.rectified_pairs(tiny_profile, model, tok, questions, out, temperature=1.2)
     assert report.startswith("temperature 1.2: ") and "moved" not in report

@@ -104,21 +104,12 @@ def test_rectified_pairs_in_one_call_is_stamped(tiny_profile, tmp_path):
     """elicit -> Oracle over HTTP -> pairs at gamma into an analysis folder, reused while the stamp
     (base, settings, temperature, questions) matches, redone from an empty folder otherwise."""
 
-    from spot_utils.modeling import build_tiny_model
+    from conftest import random_policy_and_questions
     from spot_utils.pretrain import pretrain_base
 
     pretrain_base(tiny_profile, progress=False)  # the stamp names the base
-    tok = build_char_tokenizer()
-    model = build_tiny_model(tiny_profile.model, tok, seed=0)  # random weights: every answer is an error
-    # ...that never ends by itself: end each one at the token limit, or elicit counts it as truncated
-    model.generation_config.forced_eos_token_id = tok.eos_token_id
+    model, tok, questions = random_policy_and_questions(tiny_profile, 6, seed=3)
     tiny_profile.generation.max_new_tokens = 8
-    rng = random.Random(3)
-    questions = []
-    for i in range(6):
-        p = arithmetic.random_problem(rng, 2)
-        questions.append({"id": f"q{i}", "question": arithmetic.question_text(p), "ground_truth": p.answer,
-                          "tier": "steps=2"})
     out = tmp_path / "hot"
     path, report = pipeline.rectified_pairs(tiny_profile, model, tok, questions, out, temperature=1.2)
     assert report.startswith("temperature 1.2: 6 errors in 6 samples -> 6 Oracle replies (0 failed")
