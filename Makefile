@@ -31,7 +31,7 @@ KERNEL_ENV := $(foreach v,ATEN_CPU_CAPABILITY MKL_CBWR PYTHONHASHSEED HF_HUB_DIS
 # The CPU install's versions: every package, direct and transitive, as they made the committed outputs.
 LOCK := requirements/cpu.lock
 
-.PHONY: setup lock reproduce smoke-assets test unit nbval bench tune figures clean distclean
+.PHONY: setup lock reproduce smoke-assets smoke test unit nbval bench tune figures clean distclean
 
 setup: $(VENV)/.setup-done
 
@@ -73,7 +73,13 @@ reproduce: setup $(if $(filter paper_smoke,$(PROFILE)),smoke-assets)
 smoke-assets: setup
 	$(BIN)/python -m spot_utils.smoke_assets --out runs/paper_smoke/assets
 
-test: setup unit nbval
+test: setup unit smoke nbval
+
+# The paper profile's code path on CPU: all five notebooks on paper_smoke (a stand-in Qwen3, the local
+# Oracle, every run of Tables 1-3 launched as 2 processes by torchrun), then checks of what they wrote.
+smoke: setup
+	$(MAKE) --no-print-directory reproduce PROFILE=paper_smoke
+	$(BIN)/python -m pytest -q tests/check_paper_smoke.py
 
 unit: setup
 	$(BIN)/python -m pytest tests -q

@@ -228,9 +228,14 @@ class ExperimentsConfig:
     # every method's training set is capped to this many examples (0: the whole rectified pair set);
     # the paper: 4,000 pairs for Qwen3-8B, 1,500 for Llama-3.1-8B (its number of correct answers, for RFT)
     train_examples: int = 0
+    # how a run of a pretrained-model profile is launched from the notebooks: a command line that
+    # experiments.launch_run completes with `-m spot_utils.experiments ...`; {processes} = the paper's batch
+    # of 32 / (per-device batch x accumulation). Empty: the notebooks print the command and stop.
+    launcher: str = ""
     _positive = ("workers", "probe_size")
     _non_negative = ("probe_every", "train_examples")
     _hash_when_set = ("train_examples",)  # added after the tiny outputs were committed: 0 keeps their hashes
+    _never_hashed = ("launcher",)  # how processes start does not change what they compute
 
 
 @dataclass
@@ -280,7 +285,7 @@ def _hashable(value: Any) -> Any:
     skip = getattr(value, "_hash_when_set", ())
     for f in dataclasses.fields(value):
         v = getattr(value, f.name)
-        if f.name in skip and v == _field_default(f):
+        if (f.name in skip and v == _field_default(f)) or f.name in getattr(value, "_never_hashed", ()):
             continue
         out[f.name] = _hashable(v)
     return out

@@ -363,15 +363,19 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
     """
     workers = profile.experiments.workers if workers is None else workers
     paths = data_sets(profile, data)  # write the table data sets once, before any worker reads them
-    if not profile.is_tiny:
-        missing = [s for s in specs if not (run_dir(profile, s, group) / RUN_FILE).exists()]
-        if missing:  # 8B runs are launched on a GPU box, one accelerate job per run, not from a notebook
+    if not profile.is_tiny:  # one multi-process job per run (experiments.launcher), one after the other
+        missing = [s for s in specs if _finished(profile, s, group, split, paths) is None]
+        if missing and not profile.experiments.launcher:
             s = missing[0]
-            extra = f" --data-file {paths[s.data]}" if s.data in (data or {}) else ""
             raise RuntimeError(
-                f"{len(missing)} run(s) of profile {profile.name!r} are not trained yet, e.g. {s.name} seed {s.seed}. "
-                f"On a GPU box: accelerate launch --config_file configs/accelerate_zero2.yaml -m spot_utils.experiments "
-                f"--profile {profile.name} --method {s.method} --data {s.data}{extra} --seed {s.seed}")
+                f"{len(missing)} run(s) of profile {profile.name!r} are not trained yet, e.g. {s.name} seed {s.seed}, "
+                "and experiments.launcher is empty. Launch each, e.g.\n  "
+                + launch_command(profile, s, group, data, launcher=_EXAMPLE_LAUNCHER).text)
+        bar = progress_bar(total=len(specs), initial=len(specs) - len(missing), desc="runs", disable=not progress)
+        for spec in missing:
+            launch_run(profile, spec, group, data)
+            bar.update()
+        bar.close()
         return summaries_frame([json.loads((run_dir(profile, s, group) / RUN_FILE).read_text()) for s in specs])
     results: dict[RunSpec, dict] = {}
     bar = progress_bar(total=len(specs), desc="runs", disable=not progress)
@@ -409,6 +413,87 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
                 bar.update()
     bar.close()
     return summaries_frame([results[s] for s in specs])
+
+
+def _finished(profile: Profile, spec: RunSpec, group: str, split: str, paths: dict[str, Path]) -> dict | None:
+    """A launched run's summary if it is current. Its key holds the thread count of the process that
+    trained it (on a GPU box that count does not change the numbers), so the summary's own is used."""
+    path = run_dir(profile, spec, group) / RUN_FILE
+    if not path.exists():
+        return None
+    return _cached(profile, spec, group, json.loads(path.read_text()).get("threads", 0), split, paths)
+
+
+# -----------------------------------------------------------------------------
+# launching a run of a pretrained-model profile (accelerate launch / torchrun), as the paper trains
+
+_EXAMPLE_LAUNCHER = "accelerate launch --config_file configs/accelerate_zero2.yaml --num_processes {processes}"
+
+
+@dataclass(frozen=True)
+class LaunchCommand:
+    argv: list[str]             # what runs (the launcher's programs resolved to this Python's environment)
+    env: dict[str, str]         # variables the launcher line sets (e.g. ACCELERATE_USE_CPU=1)
+    text: str                   # the same as one shell line, for the log and for a user to paste
+
+
+def launch_command(profile: Profile, spec: RunSpec, group: str = "train", data: dict[str, Path] | None = None,
+                   launcher: str | None = None) -> LaunchCommand:
+    """The command line that trains and evaluates `spec` under the profile's launcher
+    (experiments.launcher, or `launcher`): leading NAME=VALUE words are environment variables, the
+    program (accelerate, torchrun) is taken from this Python's environment when it is there, and
+    {processes} is the paper's batch divided by per-device batch x accumulation."""
+    import shlex
+    import sys
+
+    from .training import PAPER_BATCH_SIZE
+
+    if group != "train":
+        raise ValueError(f"launched runs live in the 'train' group, not {group!r}")
+    t = profile.training
+    line = (profile.experiments.launcher if launcher is None else launcher).format(
+        processes=max(1, PAPER_BATCH_SIZE // (t.per_device_batch_size * t.gradient_accumulation_steps)))
+    words = shlex.split(line)
+    env = {}
+    while words and "=" in words[0] and words[0].split("=", 1)[0].isidentifier():
+        name, value = words.pop(0).split("=", 1)
+        env[name] = value
+    if not words:
+        raise ValueError(f"experiments.launcher {line!r} names no program (e.g. accelerate launch ...)")
+    program = Path(sys.executable).parent / words[0]
+    argv = [str(program) if program.exists() else words[0], *words[1:]]
+    argv += ["-m", "spot_utils.experiments", "--profile", profile.source_file or profile.name,
+             "--profile-seed", str(profile.seed), "--method", spec.method, "--data", spec.data, "--seed", str(spec.seed)]
+    if spec.data in (data or {}):
+        argv += ["--data-file", str(Path(data[spec.data]).resolve())]
+    for name, value in (("--beta", spec.beta), ("--lr", spec.lr)):
+        if value is not None:
+            argv += [name, f"{value:g}"]
+    text = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), *(shlex.quote(a) for a in [words[0], *argv[1:]])])
+    return LaunchCommand(argv, env, text)
+
+
+def launch_run(profile: Profile, spec: RunSpec, group: str = "train", data: dict[str, Path] | None = None) -> dict:
+    """Train and evaluate one run in its own multi-process job (the profile's launcher), from the
+    repository root; its output goes to <run folder>/launch.log. Returns the run's summary."""
+    import subprocess
+
+    from .config import REPO_ROOT
+
+    command = launch_command(profile, spec, group, data)
+    folder = run_dir(profile, spec, group)
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / "launch.log"
+    with open(log_path, "w") as log:
+        log.write(f"$ {command.text}\n")
+        log.flush()
+        done = subprocess.run(command.argv, cwd=REPO_ROOT, env={**os.environ, "TQDM_DISABLE": "1", **command.env},
+                              stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-25:])
+        raise RuntimeError(f"run {spec.name} seed {spec.seed} failed (exit {done.returncode}); the last lines of "
+                           f"{log_path}:\n{tail}\ncommand: {command.text}")
+    return load_run(profile, spec, group)
 
 
 def _cached(profile: Profile, spec: RunSpec, group: str, threads: int, split: str,
@@ -474,7 +559,25 @@ def base_headline(profile: Profile) -> dict[str, float]:
     path = base_dir(profile) / "eval_rows.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run notebooks/00_setup_and_base_model.ipynb first")
-    return headline(pd.read_csv(path))
+    if profile.is_tiny:
+        return headline(pd.read_csv(path))
+    from .suite_eval import scores_from_rows
+
+    return scores_from_rows(pd.read_csv(path))
+
+
+def load_run_model(profile: Profile, spec: RunSpec, group: str = "train"):
+    """(model, tokenizer) a finished run saved, loaded the way the profile loads its base (dtype, device,
+    attention), so that policy and reference meet on the same device."""
+    from .modeling import load_model
+
+    folder = load_run(profile, spec, group)["model_dir"]
+    if profile.is_tiny:
+        return load_model(folder)
+    import torch
+
+    return load_model(folder, dtype=profile.model.dtype, device="cuda" if torch.cuda.is_available() else "cpu",
+                      attn_implementation=profile.model.attn_implementation)
 
 
 # -----------------------------------------------------------------------------
@@ -505,23 +608,27 @@ def main(argv=None) -> None:
     from .config import load_profile
 
     parser = argparse.ArgumentParser(description="train and evaluate one run of Tables 1-3")
-    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--profile", default="tiny", help="a profile name or YAML path")
+    parser.add_argument("--profile-seed", type=int, default=None, help="the profile's seed (default: its YAML's)")
     parser.add_argument("--method", required=True, choices=list(METHOD_DATA), metavar="METHOD",
                         help=f"one of {', '.join(METHOD_DATA)}")
     parser.add_argument("--data", default=None, help="a data set of table_datasets (default: the method's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-file", default=None, metavar="JSONL",
                         help="train on this file instead, under the name given by --data (e.g. notebook 01's hot pairs)")
+    parser.add_argument("--beta", type=float, default=None, help="override the profile's beta for this run")
+    parser.add_argument("--lr", type=float, default=None, help="override the profile's learning rate for this run")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the latest checkpoint-N in the run folder (needs training.save_steps > 0)")
     args = parser.parse_args(argv)
-    profile = load_profile(args.profile)
+    profile = load_profile(args.profile) if args.profile_seed is None else load_profile(args.profile, seed=args.profile_seed)
     if args.data_file and not args.data:
         parser.error("--data-file needs --data NAME (the run's folder is <method>@<NAME>)")
-    spec = RunSpec(args.method, args.data or METHOD_DATA[args.method], args.seed)
+    spec = RunSpec(args.method, args.data or METHOD_DATA[args.method], args.seed, args.beta, args.lr)
     summary = run_one(profile, spec, data={args.data: Path(args.data_file)} if args.data_file else None,
                       resume=args.resume)
-    print(json.dumps({"name": summary["name"], "seed": summary["seed"], **summary["headline"]}))
+    if _launch_rank() == 0:  # one line per run, not one per process
+        print(json.dumps({"name": summary["name"], "seed": summary["seed"], **summary["headline"]}))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,21 @@ def scores_from_rows(rows: pd.DataFrame) -> dict[str, float]:
     return scores
 
 
+def regrade(profile: Profile, rows: pd.DataFrame) -> pd.DataFrame:
+    """evaluate_model's rows (e.g. read back from a CSV) graded again from their responses, against
+    the suites' own records (matched by suite and id), so a table never trusts a stored grade."""
+    records = {(name, str(r.id)): r for name in dict.fromkeys(rows["suite"]) for r in suite_records(profile, name)}
+    missing = {(s, str(i)) for s, i in zip(rows["suite"], rows["id"])} - records.keys()
+    if missing:
+        raise ValueError(f"{len(missing)} answer(s) belong to no question of their suite, e.g. {sorted(missing)[0]}")
+    graded = [paper_suites.grade(records[(s, str(i))], "" if pd.isna(text) else str(text))
+              for s, i, text in zip(rows["suite"], rows["id"], rows["response"])]
+    out = rows[["id", "suite", "sample", "response"]].copy()
+    for key in dict.fromkeys(k for g in graded for k in g):
+        out[key] = [g.get(key) for g in graded]
+    return out
+
+
 def evaluate_base(profile: Profile, suites=None, progress: bool = True, **generate_kwargs) -> dict[str, float]:
     from .pretrain import base_dir
 
@@ -90,6 +105,30 @@ def evaluate_run(profile: Profile, folder: str | Path, suites=None, progress: bo
     if not (model / "config.json").exists():
         raise FileNotFoundError(f"{model} holds no saved model (config.json): has the run finished?")
     return evaluate_model(profile, model, folder / ROWS_FILE, suites, progress, **generate_kwargs)
+
+
+def evaluate_checkpoints(profile: Profile, folder: str | Path, suites=("ifeval",), progress: bool = False,
+                         **generate_kwargs) -> pd.DataFrame:
+    """A run's accuracy across training (Fig. 2: IFEval while post-training): `suites` on every
+    checkpoint-N the run kept (training.save_steps) and on its final model, one row per step with one
+    column per suite (%). Each checkpoint's rows are cached in <checkpoint>/eval_<suites>.csv; the
+    final model's scores come from <folder>/eval_test.csv when it holds the suites."""
+    folder = Path(folder)
+    names = [paper_suites.get_spec(n).name for n in suites]
+    tag = "_".join(names)
+    summary = json.loads((folder / "spot_run.json").read_text())  # experiments.RUN_FILE
+    points = sorted((int(d.name.split("-")[1]), d) for d in folder.glob("checkpoint-*") if (d / "config.json").exists())
+    rows = []
+    for step, model in points + [(summary["steps"], folder / "final")]:
+        cached = folder / ROWS_FILE if model.name == "final" else model / f"eval_{tag}.csv"
+        part = pd.read_csv(cached) if cached.exists() else None
+        if part is None or not set(names) <= set(part["suite"]):
+            scores = evaluate_model(profile, model, model / f"eval_{tag}.csv", names, progress, **generate_kwargs)
+        else:
+            scores = scores_from_rows(part[part["suite"].isin(names)])
+        rows.append({"step": step, **{paper_suites.get_spec(n).display: scores[paper_suites.get_spec(n).display]
+                                      for n in names}})
+    return pd.DataFrame(rows).drop_duplicates("step", keep="last")
 
 
 def main(argv=None) -> None:

@@ -104,9 +104,10 @@ def formatted(tab: pd.DataFrame, paper: bool = False) -> pd.DataFrame:
 
 
 def tables_dir(profile: Profile) -> Path:
-    """Where notebook 04 writes a profile's tables: results/<profile>/ (of environment.output_root(), so
-    `make nbval` writes under runs/ and leaves the committed tables alone)."""
-    path = output_root() / "results" / profile.name
+    """Where notebook 04 writes a profile's tables: the tiny ones are committed under results/tiny/ (of
+    environment.output_root(), so `make nbval` writes under runs/ and leaves them alone); any other
+    profile's go to runs/<profile>/results/, beside its figures."""
+    path = output_root() / "results" / profile.name if profile.is_tiny else profile.runs / "results"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -149,13 +149,14 @@ def test_parallel_grid_with_an_extra_data_set(tiny_profile, tmp_path):
 
 
 def test_paper_profile_grid_says_how_to_launch_a_missing_run(tmp_path):
-    profile = load_profile("paper_qwen3_8b", run_dir=str(tmp_path / "runs"))
+    # a profile without experiments.launcher (the paper profiles set one: see tests/test_launch.py)
+    profile = load_profile("paper_qwen3_8b", run_dir=str(tmp_path / "runs"), **{"experiments.launcher": ""})
     fake_rectification_output(profile)
     hot = tmp_path / "hot.jsonl"
     write_jsonl(hot, [])
     with pytest.raises(RuntimeError, match=r"accelerate launch .* --method dpo --data pairs --seed 1"):
         experiments.run_grid(profile, [experiments.RunSpec("dpo", "pairs", 1)])
-    with pytest.raises(RuntimeError, match=rf"--method sft_plus --data hot --data-file {hot} --seed 0"):
+    with pytest.raises(RuntimeError, match=rf"--method sft_plus --data hot --seed 0 --data-file {hot.resolve()}"):
         experiments.run_grid(profile, [experiments.RunSpec("sft_plus", "hot", 0)], data={"hot": hot})
 
 

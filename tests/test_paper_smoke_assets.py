@@ -321,7 +321,7 @@ SMOKE_CHANGES = {
     "eval.n_samples", "eval.suite_dir",
     "rectification.dataset", "rectification.questions", "rectification.oracle.base_url", "rectification.oracle.model",
     "training.max_steps", "training.gradient_accumulation_steps", "training.bf16", "training.logging_steps",
-    "training.save_steps", "training.deepspeed", "experiments.train_examples",
+    "training.save_steps", "training.deepspeed", "experiments.train_examples", "experiments.launcher",
 }
 
 
