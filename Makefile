@@ -29,26 +29,43 @@ export HF_HUB_DISABLE_PROGRESS_BARS := 1
 # computes what `make reproduce` computes.
 KERNEL_ENV := $(foreach v,ATEN_CPU_CAPABILITY MKL_CBWR PYTHONHASHSEED HF_HUB_DISABLE_PROGRESS_BARS TOKENIZERS_PARALLELISM,--env $(v) $($(v)))
 # The CPU install's versions: every package, direct and transitive, as they made the committed outputs.
-LOCK := requirements/cpu.lock
+# GPU=1 (a GPU box, the paper profiles): the `gpu` extra (vLLM, DeepSpeed) with its own lock, whose
+# CUDA torch and transformers are the ones vLLM pins; the CPU torch is never forced there.
+# A venv set up with GPU=1 stays the GPU install for every later target (make distclean to switch back).
+GPU ?= $(if $(wildcard $(VENV)/.setup-gpu),1,)
+LOCK := $(if $(GPU),requirements/gpu.lock,requirements/cpu.lock)
+COMMA := ,
+EXTRAS := $(if $(GPU),dev$(COMMA)gpu,dev)
+SETUP_STAMP := $(VENV)/.setup-$(if $(GPU),gpu,cpu)
 
-.PHONY: setup lock reproduce smoke-assets smoke test unit nbval bench tune figures clean distclean
+.PHONY: setup lock reproduce plan gpu-check smoke-assets smoke test unit nbval bench tune figures clean distclean
 
-setup: $(VENV)/.setup-done
+setup: $(SETUP_STAMP)
 
 # torch is pinned and installed first: on this kind of machine 2.13.0 is a local CPU wheel, and an
 # unpinned torch (pulled in by a dependency) would download a multi-GB CUDA build. Everything else
 # comes at the versions of the lock.
-$(VENV)/.setup-done: pyproject.toml $(LOCK) Makefile
+$(SETUP_STAMP): pyproject.toml $(LOCK) Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c $(LOCK) torch
-	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[$(EXTRAS)]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (SPoT repro)" $(KERNEL_ENV) >/dev/null
 	touch $@
 
 # Refresh the lock: the newest versions pyproject.toml allows, resolved in a scratch venv. The tiny
 # profile's numbers may change with them: run `make reproduce` and commit the outputs with the lock.
+# GPU=1: the GPU lock, resolved for Linux x86-64 and Python 3.11 by uv without installing anything
+# (no CUDA wheel is downloaded), so it can be refreshed on any machine.
 lock:
+ifneq ($(GPU),)
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/python -m pip install --quiet uv
+	{ echo "# GPU install of spot_utils[dev,gpu] (make setup GPU=1 installs with -c this file). Made by 'make lock GPU=1':"; \
+	  echo "# uv's resolution for Linux x86-64, Python 3.11, CUDA wheels from PyPI (vLLM pins torch and transformers)."; \
+	  .lock-venv/bin/uv pip compile pyproject.toml --extra dev --extra gpu --python-version 3.11 \
+	    --python-platform x86_64-manylinux_2_28 --no-header --no-annotate --quiet; } > requirements/gpu.lock
+	rm -rf .lock-venv
+else
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/python -m pip install --quiet --upgrade pip
 	.lock-venv/bin/python -m pip install --quiet torch==2.13.0
@@ -57,16 +74,34 @@ lock:
 	  echo "# the committed notebook outputs were computed with exactly these versions."; \
 	  .lock-venv/bin/python -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > $(LOCK)
 	rm -rf .lock-venv
+endif
+
+# What only a GPU shows (vLLM, DeepSpeed ZeRO-2 in bf16, the attention kernel, memory), on one GPU in
+# minutes: scripts/gpu_check.py; its JSON goes to runs/gpu_check/result.json.
+gpu-check: setup
+	$(BIN)/python scripts/gpu_check.py
 
 # Tiny: executed in place (the committed notebooks carry the tiny outputs).
 # Any other profile: executed copies go to runs/<profile>/notebooks/, committed ones stay untouched.
+# A pretrained-model profile is checked first (weights, datasets, Oracle key, GPUs: spot_utils.plan), so a
+# machine that cannot run it fails in seconds; DRY_RUN=1 prints the checks and the plan and runs nothing.
 reproduce: setup $(if $(filter paper_smoke,$(PROFILE)),smoke-assets)
+ifneq ($(DRY_RUN),)
+	$(BIN)/python -m spot_utils.plan --profile $(PROFILE) --dry-run
+else
+	@if [ "$(PROFILE)" != "tiny" ]; then $(BIN)/python -m spot_utils.plan --profile $(PROFILE) --check-only; fi
 	@mkdir -p runs/$(PROFILE)/notebooks
 	@set -e; for nb in $(NOTEBOOKS); do \
 	  if [ "$(PROFILE)" = "tiny" ]; then out=$$nb; else out=runs/$(PROFILE)/notebooks/$$(basename $$nb); fi; \
 	  echo "== $$nb -> $$out (profile $(PROFILE))"; \
 	  $(BIN)/papermill $$nb $$out -k $(KERNEL) --cwd notebooks -p profile $(PROFILE) --no-progress-bar; \
 	done
+endif
+
+# What a pretrained-model profile needs and costs (GPU-hours, Oracle requests and USD, disk per notebook),
+# after checking this machine; exits 1 with one message when something is missing.
+plan: setup
+	$(BIN)/python -m spot_utils.plan --profile $(PROFILE)
 
 # The paper profile's CPU smoke (configs/paper_smoke.yaml) runs on a stand-in model and question set
 # written here, deterministically and without any download.

@@ -119,9 +119,15 @@ class GenerationConfig:
     max_new_tokens: int = 96
     batch_size: int = 128
     tensor_parallel_size: int = 1    # vllm only
+    gpu_memory_utilization: float = 0.9   # vllm only: the share of each GPU its engine may take
+    max_model_len: int = 0           # vllm only: prompt + answer tokens the KV cache holds (0: the model's context)
 
     _choices = {"backend": ("hf", "vllm")}
     _positive = ("max_new_tokens", "batch_size", "tensor_parallel_size")
+    _non_negative = ("max_model_len",)
+    _unit = ("gpu_memory_utilization",)
+    _hash_when_set = ("max_model_len",)            # added after the tiny outputs were committed
+    _never_hashed = ("gpu_memory_utilization",)    # how much memory, not what is sampled
 
 
 @dataclass
@@ -239,6 +245,33 @@ class ExperimentsConfig:
 
 
 @dataclass
+class PlanConfig:
+    """The assumptions behind `make plan` (spot_utils.plan): what a pretrained-model profile will cost
+    before anything runs. Estimates, stated so a user can replace them with their own hardware's and
+    provider's numbers; the paper's one measured cost is its 28 minutes on 8x H800 for 4k pairs."""
+    train_minutes_per_4k_pairs: float = 28.0   # one run of 2 epochs on 4,000 pairs, on train_gpus GPUs (Sec. 5.1)
+    train_gpus: int = 8
+    answer_tokens: int = 3000                  # mean length of a sampled answer (elicitation and math suites)
+    short_answer_tokens: int = 600             # mean answer length on IFEval, GPQA-D and Connect4
+    tokens_per_gpu_second: float = 2500.0      # vLLM decoding throughput of one GPU for an 8B model, batched
+    engine_start_minutes: float = 3.0          # loading an 8B model into vLLM, per engine
+    correct_rate: float = 0.6                  # the base's share of correct samples (the rest go to the Oracle)
+    oracle_input_tokens: int = 4000            # per request: App. F prompt + question + y- (+ reference)
+    oracle_output_tokens: int = 8000           # per request: the answer plus thinking (budget 16,384)
+    oracle_usd_per_m_input: float = 1.25       # Gemini 2.5 Pro list prices, USD per million tokens
+    oracle_usd_per_m_output: float = 10.0
+    oracle_seconds_per_request: float = 90.0   # latency of one streamed reply (max_concurrency run at once)
+    model_gb: float = 16.4                     # one saved 8B model in bf16
+    optimizer_gb_per_checkpoint: float = 96.0  # AdamW state in float32 (ZeRO-2 shards it across GPUs, saves it all)
+    suite_questions: dict[str, int] = field(default_factory=lambda: {
+        "aime24": 30, "aime25": 30, "amc23": 40, "math500": 500, "minerva": 272, "olympiadbench": 675,
+        "gpqa_diamond": 198, "ifeval": 541, "connect4": 500})   # released sizes; Connect4's is an assumption
+    _positive = ("train_minutes_per_4k_pairs", "train_gpus", "answer_tokens", "short_answer_tokens",
+                 "tokens_per_gpu_second", "oracle_seconds_per_request")
+    _unit = ("correct_rate",)
+
+
+@dataclass
 class Profile:
     name: str
     seed: int = 0
@@ -251,6 +284,7 @@ class Profile:
     rectification: RectificationConfig = field(default_factory=RectificationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     experiments: ExperimentsConfig = field(default_factory=ExperimentsConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)   # make plan's assumptions (never hashed: it runs nothing)
     source_file: str = ""            # set by the loader, not read from YAML
 
     @property

@@ -227,11 +227,13 @@ def evaluation_set(profile: Profile, split: str) -> list:
 
 def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int | None = None,
             progress: bool = False, split: str = "test", data: dict[str, Path] | None = None,
-            resume: bool = False) -> dict:
+            resume: bool = False, evaluate: bool = True) -> dict:
     """Train one run (unless cached), evaluate it on `split`, return its summary. `data` adds data
     sets (name -> JSONL) to those of table_datasets, e.g. an analysis's own pairs. `resume`: continue
     from the run folder's latest checkpoint (training.save_steps). Launched on several processes,
-    every rank trains; the main one evaluates and writes the summary, which the others then read."""
+    every rank trains; the main one evaluates and writes the summary, which the others then read.
+    evaluate=False (a pretrained-model profile's training job, see launch_run): the summary is written
+    with "evaluated": false, and evaluate_run_later fills in the scores from a process of its own."""
     import torch
 
     from . import training, world
@@ -245,8 +247,10 @@ def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int 
         raise ValueError(f"unknown data set {spec.data!r}; known: {', '.join(paths)}")
     folder = run_dir(profile, spec, group)
     summary = _cached(profile, spec, group, threads, split, paths)
-    if summary is not None:
+    if summary is not None and (summary.get("evaluated", True) or not evaluate):
         return summary
+    if summary is not None:  # trained by a launched job, not evaluated yet
+        return evaluate_run_later(profile, spec, group, split, data)
 
     p = spec.profile(profile)
     model, tokenizer = load_base(profile) if profile.is_tiny else training._load_policy(profile)
@@ -265,16 +269,19 @@ def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int 
     summary = None
     with main_process_writes() as main:
         if main:
-            summary = _summarise(profile, spec, folder, split, paths, threads, result, start, train_seconds)
+            summary = _summarise(profile, spec, folder, split, paths, threads, result, start, train_seconds,
+                                 evaluate)
     return summary if summary is not None else json.loads((folder / RUN_FILE).read_text())
 
 
-def _summarise(profile, spec, folder, split, paths, threads, result, start, train_seconds) -> dict:
-    """Evaluate the trained run (tiny) and write its summary, spot_run.json."""
+def _summarise(profile, spec, folder, split, paths, threads, result, start, train_seconds, evaluate=True) -> dict:
+    """Evaluate the trained run (unless evaluate=False) and write its summary, spot_run.json."""
     from . import evaluation
     from .modeling import load_model
 
-    if profile.is_tiny:
+    if not evaluate:
+        scores = {}
+    elif profile.is_tiny:
         trained, tok = load_model(result.model_dir)
         rows = evaluation.evaluate_profile(trained, tok, profile, evaluation_set(profile, split), progress=False)
         rows.to_csv(folder / f"eval_{split}.csv", index=False)
@@ -287,9 +294,31 @@ def _summarise(profile, spec, folder, split, paths, threads, result, start, trai
                "split": split, "threads": threads,
                "examples": len(read_jsonl(paths[spec.data])), "steps": result.global_step,
                "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.time() - start - train_seconds, 1),
-               "headline": scores, "delta": result.delta, "delta_trace": result.delta_trace,
+               "evaluated": evaluate, "headline": scores, "delta": result.delta, "delta_trace": result.delta_trace,
                "log_history": result.log_history, "model_dir": str(result.model_dir)}
     (folder / RUN_FILE).write_text(json.dumps(summary, indent=1, default=float))
+    return summary
+
+
+def evaluate_run_later(profile: Profile, spec: RunSpec, group: str = "train", split: str = "test",
+                       data: dict[str, Path] | None = None) -> dict:
+    """Score a run its training job saved with "evaluated": false, in this (single) process, and
+    complete its summary. A pretrained-model profile evaluates this way, after the job's processes
+    have exited: vLLM then finds every GPU free and no torch.distributed job around it."""
+    from .suite_eval import evaluate_run
+
+    folder = run_dir(profile, spec, group)
+    summary = load_run(profile, spec, group)
+    if summary.get("evaluated", True):
+        return summary
+    if profile.is_tiny or split != "test":
+        raise ValueError("evaluate_run_later scores a pretrained-model profile's runs on the nine suites (split test)")
+    start = time.time()
+    summary.update(headline=evaluate_run(profile, folder, progress=False), evaluated=True,
+                   eval_seconds=round(time.time() - start, 1))
+    tmp = folder / f"{RUN_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(summary, indent=1, default=float))
+    tmp.replace(folder / RUN_FILE)
     return summary
 
 
@@ -415,13 +444,16 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
     return summaries_frame([results[s] for s in specs])
 
 
-def _finished(profile: Profile, spec: RunSpec, group: str, split: str, paths: dict[str, Path]) -> dict | None:
-    """A launched run's summary if it is current. Its key holds the thread count of the process that
-    trained it (on a GPU box that count does not change the numbers), so the summary's own is used."""
+def _finished(profile: Profile, spec: RunSpec, group: str, split: str, paths: dict[str, Path],
+              evaluated: bool = True) -> dict | None:
+    """A launched run's summary if it is current (and evaluated, unless evaluated=False). Its key holds
+    the thread count of the process that trained it (on a GPU box that count does not change the
+    numbers), so the summary's own is used."""
     path = run_dir(profile, spec, group) / RUN_FILE
     if not path.exists():
         return None
-    return _cached(profile, spec, group, json.loads(path.read_text()).get("threads", 0), split, paths)
+    summary = _cached(profile, spec, group, json.loads(path.read_text()).get("threads", 0), split, paths)
+    return None if summary is None or (evaluated and not summary.get("evaluated", True)) else summary
 
 
 # -----------------------------------------------------------------------------
@@ -461,16 +493,21 @@ def launch_command(profile: Profile, spec: RunSpec, group: str = "train", data: 
     if not words:
         raise ValueError(f"experiments.launcher {line!r} names no program (e.g. accelerate launch ...)")
     program = Path(sys.executable).parent / words[0]
-    argv = [str(program) if program.exists() else words[0], *words[1:]]
-    argv += ["-m", "spot_utils.experiments", "--profile", profile.source_file or profile.name,
-             "--profile-seed", str(profile.seed), "--method", spec.method, "--data", spec.data, "--seed", str(spec.seed)]
-    if spec.data in (data or {}):
-        argv += ["--data-file", str(Path(data[spec.data]).resolve())]
-    for name, value in (("--beta", spec.beta), ("--lr", spec.lr)):
-        if value is not None:
-            argv += [name, f"{value:g}"]
+    argv = [str(program) if program.exists() else words[0], *words[1:], *run_arguments(profile, spec, data)]
     text = " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), *(shlex.quote(a) for a in [words[0], *argv[1:]])])
     return LaunchCommand(argv, env, text)
+
+
+def run_arguments(profile: Profile, spec: RunSpec, data: dict[str, Path] | None = None) -> list[str]:
+    """`-m spot_utils.experiments ...`: the arguments that name one run, after whatever launches it."""
+    args = ["-m", "spot_utils.experiments", "--profile", profile.source_file or profile.name,
+            "--profile-seed", str(profile.seed), "--method", spec.method, "--data", spec.data, "--seed", str(spec.seed)]
+    if spec.data in (data or {}):
+        args += ["--data-file", str(Path(data[spec.data]).resolve())]
+    for name, value in (("--beta", spec.beta), ("--lr", spec.lr)):
+        if value is not None:
+            args += [name, f"{value:g}"]
+    return args
 
 
 def launch_run(profile: Profile, spec: RunSpec, group: str = "train", data: dict[str, Path] | None = None) -> dict:
@@ -480,19 +517,27 @@ def launch_run(profile: Profile, spec: RunSpec, group: str = "train", data: dict
 
     from .config import REPO_ROOT
 
-    command = launch_command(profile, spec, group, data)
+    import shlex
+    import sys
+
+    train = launch_command(profile, spec, group, data)
+    train = LaunchCommand(train.argv + ["--skip-eval"], train.env, train.text + " --skip-eval")
+    args = run_arguments(profile, spec, data) + ["--eval-only"]  # the same run, scored by one plain process
+    evaluate = LaunchCommand([sys.executable, *args], {}, " ".join(["python", *map(shlex.quote, args)]))
     folder = run_dir(profile, spec, group)
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "launch.log"
     with open(log_path, "w") as log:
-        log.write(f"$ {command.text}\n")
-        log.flush()
-        done = subprocess.run(command.argv, cwd=REPO_ROOT, env={**os.environ, "TQDM_DISABLE": "1", **command.env},
-                              stdout=log, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        tail = "".join(log_path.read_text().splitlines(keepends=True)[-25:])
-        raise RuntimeError(f"run {spec.name} seed {spec.seed} failed (exit {done.returncode}); the last lines of "
-                           f"{log_path}:\n{tail}\ncommand: {command.text}")
+        for command in (train, evaluate):
+            log.write(f"$ {command.text}\n")
+            log.flush()
+            done = subprocess.run(command.argv, cwd=REPO_ROOT, env={**os.environ, "TQDM_DISABLE": "1", **command.env},
+                                  stdout=log, stderr=subprocess.STDOUT)
+            if done.returncode != 0:
+                log.close()
+                last = "".join(log_path.read_text().splitlines(keepends=True)[-25:])
+                raise RuntimeError(f"run {spec.name} seed {spec.seed} failed (exit {done.returncode}); the last lines "
+                                   f"of {log_path}:\n{last}\ncommand: {command.text}")
     return load_run(profile, spec, group)
 
 
@@ -602,7 +647,8 @@ def table_specs(profile: Profile) -> list[RunSpec]:
 
 def main(argv=None) -> None:
     """One run from the command line: `python -m spot_utils.experiments --method spot_bco --data pairs`.
-    Under `accelerate launch` (paper profile) every process trains; the main process evaluates."""
+    Under `accelerate launch` (paper profile) every process trains; the main process evaluates, or,
+    with --skip-eval, nobody does until the same line runs again with --eval-only in one process."""
     import argparse
 
     from .config import load_profile
@@ -620,13 +666,24 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=None, help="override the profile's learning rate for this run")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the latest checkpoint-N in the run folder (needs training.save_steps > 0)")
+    parser.add_argument("--skip-eval", action="store_true",
+                        help="train only; the summary says evaluated: false (then run the same line with --eval-only)")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="evaluate a run a --skip-eval job trained, in this one process (vLLM sees every GPU)")
     args = parser.parse_args(argv)
+    if args.skip_eval and args.eval_only:
+        parser.error("--skip-eval and --eval-only exclude each other")
     profile = load_profile(args.profile) if args.profile_seed is None else load_profile(args.profile, seed=args.profile_seed)
     if args.data_file and not args.data:
         parser.error("--data-file needs --data NAME (the run's folder is <method>@<NAME>)")
     spec = RunSpec(args.method, args.data or METHOD_DATA[args.method], args.seed, args.beta, args.lr)
-    summary = run_one(profile, spec, data={args.data: Path(args.data_file)} if args.data_file else None,
-                      resume=args.resume)
+    extra = {args.data: Path(args.data_file)} if args.data_file else None
+    if args.eval_only:  # the data files must be those the run was trained on (the key checks them)
+        if _finished(profile, spec, "train", "test", data_sets(profile, extra), evaluated=False) is None:
+            raise SystemExit(f"{run_dir(profile, spec)} holds no current trained run: train it first (--skip-eval)")
+        summary = evaluate_run_later(profile, spec, data=extra)
+    else:
+        summary = run_one(profile, spec, data=extra, resume=args.resume, evaluate=not args.skip_eval)
     if _launch_rank() == 0:  # one line per run, not one per process
         print(json.dumps({"name": summary["name"], "seed": summary["seed"], **summary["headline"]}))
 

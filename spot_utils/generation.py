@@ -32,17 +32,23 @@ def generate(model_or_path, prompts: Sequence[Prompt], backend: str = "hf", n: i
              temperature: float = 0.7, top_p: float = 0.8, max_new_tokens: int = 256, seed: int = 0,
              batch_size: int = 64, tokenizer=None, system: str | None = None, enable_thinking: bool = False,
              tensor_parallel_size: int = 1, progress: bool = True, desc: str = "generate",
-             return_finish_reasons: bool = False):
+             return_finish_reasons: bool = False, engine: "VLLMEngine | None" = None):
     """Return n sampled completions for every prompt (temperature 0 = greedy). Same seed and inputs,
     same outputs. Qwen3's non-thinking mode is `enable_thinking=False` (an empty think block).
     With return_finish_reasons=True, return (completions, reasons), reasons[i][k] being "stop" or
-    "length" (see the module docstring)."""
+    "length" (see the module docstring). vllm: `engine`, an open VLLMEngine of model_or_path, serves
+    the call; without one an engine is started for this call and shut down after it."""
     if backend == "hf":
         texts, reasons = _generate_hf(model_or_path, list(prompts), n, temperature, top_p, max_new_tokens, seed,
                                       batch_size, tokenizer, system, enable_thinking, progress, desc)
     elif backend == "vllm":
-        texts, reasons = _generate_vllm(model_or_path, list(prompts), n, temperature, top_p, max_new_tokens, seed,
-                                        system, enable_thinking, tensor_parallel_size)
+        if engine is None:
+            with VLLMEngine(model_or_path, tensor_parallel_size, seed) as own:
+                texts, reasons = own.generate(list(prompts), n, temperature, top_p, max_new_tokens, seed, system,
+                                              enable_thinking)
+        else:
+            texts, reasons = engine.generate(list(prompts), n, temperature, top_p, max_new_tokens, seed, system,
+                                             enable_thinking)
     else:
         raise ValueError(f"unknown backend {backend!r}; use 'hf' or 'vllm'")
     return (texts, reasons) if return_finish_reasons else texts
@@ -107,18 +113,66 @@ def vllm_prompts(tokenizer, prompts, system, enable_thinking) -> list[dict]:
                                                   add_special_tokens=False)} for p in prompts]
 
 
-def _generate_vllm(model_path, prompts, n, temperature, top_p, max_new_tokens, seed, system, enable_thinking,
-                   tensor_parallel_size):
-    if not isinstance(model_path, (str, bytes)) and not hasattr(model_path, "__fspath__"):
-        raise ValueError("the vllm backend takes a model path or hub id, not a model object")
-    check_tensor_parallel_size(tensor_parallel_size)
-    try:
-        from vllm import LLM, SamplingParams
-    except ImportError as e:  # the CPU install has no vllm by design
-        raise ImportError("backend='vllm' needs the GPU extra: pip install -e '.[gpu]'") from e
-    llm = LLM(model=str(model_path), tensor_parallel_size=tensor_parallel_size, seed=seed, dtype="bfloat16")
-    inputs = vllm_prompts(llm.get_tokenizer(), prompts, system, enable_thinking)
-    params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed)
-    results = llm.generate(inputs, params)
-    return ([[o.text for o in r.outputs] for r in results],
-            [[o.finish_reason for o in r.outputs] for r in results])
+def stage_engine(profile, model_path):
+    """The context a stage's sampling runs in: a VLLMEngine of model_path with the profile's settings
+    (backend vllm), else nothing (yields None)."""
+    from contextlib import nullcontext
+
+    return VLLMEngine.for_profile(profile, model_path) if profile.generation.backend == "vllm" else nullcontext()
+
+
+class VLLMEngine:
+    """One vLLM engine for one stage (the elicitation; one model's nine suites), as a context manager:
+
+        with VLLMEngine(model_dir, tensor_parallel_size=8) as engine:
+            texts = generate(model_dir, prompts, backend="vllm", engine=engine)
+
+    It starts on entry and is shut down on exit, its GPU memory freed, so the next stage (training, or
+    the next model) finds the GPUs empty; vLLM refuses to start when they are not."""
+
+    def __init__(self, model_path, tensor_parallel_size: int = 1, seed: int = 0, gpu_memory_utilization: float = 0.9,
+                 max_model_len: int = 0):
+        if not isinstance(model_path, (str, bytes)) and not hasattr(model_path, "__fspath__"):
+            raise ValueError("the vllm backend takes a model path or hub id, not a model object")
+        self.model_path, self.seed = str(model_path), seed
+        self.options = {"tensor_parallel_size": tensor_parallel_size, "seed": seed, "dtype": "bfloat16",
+                        "gpu_memory_utilization": gpu_memory_utilization,
+                        **({"max_model_len": max_model_len} if max_model_len else {})}
+        self.llm = None
+
+    @classmethod
+    def for_profile(cls, profile, model_path) -> "VLLMEngine":
+        g = profile.generation
+        return cls(model_path, g.tensor_parallel_size, profile.seed, g.gpu_memory_utilization, g.max_model_len)
+
+    def __enter__(self) -> "VLLMEngine":
+        check_tensor_parallel_size(self.options["tensor_parallel_size"])
+        try:
+            from vllm import LLM
+        except ImportError as e:  # the CPU install has no vllm by design
+            raise ImportError("backend='vllm' needs the GPU install: make setup GPU=1 (README, 'GPU box')") from e
+        self.llm = LLM(model=self.model_path, **self.options)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import gc
+
+        llm, self.llm = self.llm, None
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if hasattr(core, "shutdown"):  # vLLM V1: the engine core process holds the weights and KV cache
+            core.shutdown()
+        del llm, core
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def generate(self, prompts, n, temperature, top_p, max_new_tokens, seed, system, enable_thinking):
+        from vllm import SamplingParams
+
+        if self.llm is None:
+            raise RuntimeError("the VLLMEngine is not started: use it in a with block")
+        inputs = vllm_prompts(self.llm.get_tokenizer(), prompts, system, enable_thinking)
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed)
+        results = self.llm.generate(inputs, params)
+        return ([[o.text for o in r.outputs] for r in results],
+                [[o.finish_reason for o in r.outputs] for r in results])

@@ -25,7 +25,7 @@ from . import arithmetic, world
 from .config import Profile, without_new_settings
 from .data import DataError, read_jsonl, write_jsonl, write_pairs
 from .environment import repo_relative
-from .generation import generate
+from .generation import generate, stage_engine
 from .math_grader import grade_math
 from .oracle import OpenAIOracle, SymbolicOracle, direct_solve_messages, rectification_messages
 from .oracle import DEFAULT_ANSWER_FORMAT
@@ -167,6 +167,22 @@ def elicitation_questions(profile: Profile) -> list[dict]:
              "ground_truth": row["solution"], "tier": "dapo"} for i, row in enumerate(ds)]
 
 
+def sampling_policy(profile: Profile):
+    """(model, tokenizer) for the stages that sample the base policy (elicitation, notebook 01's hot
+    pairs). With the hf backend, the model this process generates with; with vllm only the tokenizer
+    (model None): the engine loads the weights itself, and an HF copy already on the GPU would leave
+    vLLM too little memory to start."""
+    from .pretrain import load_base
+
+    if profile.generation.backend == "hf":
+        return load_base(profile)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(profile.model.location)
+    tokenizer.padding_side = "left"
+    return None, tokenizer
+
+
 def elicit(profile: Profile, model, tokenizer, questions: list[dict], progress: bool = True,
            temperature: float | None = None, out: Path | None = None) -> dict:
     """Sample the policy on every question, grade each answer, write errors.jsonl and correct.jsonl
@@ -181,12 +197,14 @@ def elicit(profile: Profile, model, tokenizer, questions: list[dict], progress: 
     else:  # the prompt the evaluation's math suites use; the records keep the bare question (the Oracle's)
         from .paper_suites import math_prompt
         asked = [math_prompt(q["question"]) for q in questions]
-    outs, ends = generate(model if profile.is_tiny else profile.model.location, asked, backend=g.backend,
-                          n=r.samples_per_question, temperature=temperature, top_p=g.top_p,
-                          max_new_tokens=g.max_new_tokens, seed=profile.seed, batch_size=g.batch_size,
-                          tokenizer=tokenizer, enable_thinking=profile.model.enable_thinking,
-                          tensor_parallel_size=g.tensor_parallel_size, progress=progress, desc="elicit",
-                          return_finish_reasons=True)
+    # hf: the model object this process holds; vllm: the weights on disk, in one engine for the stage
+    source = model if g.backend == "hf" and model is not None else profile.model.location
+    with stage_engine(profile, source) as engine:
+        outs, ends = generate(source, asked, backend=g.backend, n=r.samples_per_question, temperature=temperature,
+                              top_p=g.top_p, max_new_tokens=g.max_new_tokens, seed=profile.seed,
+                              batch_size=g.batch_size, tokenizer=tokenizer, enable_thinking=profile.model.enable_thinking,
+                              tensor_parallel_size=g.tensor_parallel_size, progress=progress, desc="elicit",
+                              return_finish_reasons=True, engine=engine)
     errors, correct, truncated = [], [], []
     for q, text_q, samples, reasons in zip(questions, asked, outs, ends):
         prompt = prompt_text(tokenizer, text_q, enable_thinking=profile.model.enable_thinking)

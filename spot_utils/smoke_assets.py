@@ -236,8 +236,8 @@ def build_tokenizer(corpus: list[str]):
     return tok
 
 
-def build_model(tokenizer, seed: int = 0):
-    """A random Qwen3ForCausalLM of MODEL_SIZE. The embedding rows are len(tokenizer) rounded up to 128,
+def build_model(tokenizer, seed: int = 0, size: dict | None = None):
+    """A random Qwen3ForCausalLM of MODEL_SIZE (or `size`, e.g. scripts/gpu_check.py's wider one). The embedding rows are len(tokenizer) rounded up to 128,
     as Qwen3-8B's 151,936 rows exceed its 151,669 tokens; the ids match its config (eos <|im_end|>,
     bos id <|endoftext|> though the tokenizer adds no BOS) and generation_config (eos <|im_end|> or
     <|endoftext|>, pad <|endoftext|>, its sampling defaults)."""
@@ -245,7 +245,7 @@ def build_model(tokenizer, seed: int = 0):
 
     pad, eos = tokenizer.convert_tokens_to_ids([ENDOFTEXT, IM_END])
     config = Qwen3Config(
-        vocab_size=-(-len(tokenizer) // 128) * 128, **MODEL_SIZE,
+        vocab_size=-(-len(tokenizer) // 128) * 128, **(size or MODEL_SIZE),
         hidden_act="silu", max_position_embeddings=40960, rms_norm_eps=1e-6, attention_bias=False,
         rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0}, use_sliding_window=False,
         tie_word_embeddings=False, bos_token_id=pad, eos_token_id=eos, pad_token_id=pad, dtype="float32")

@@ -53,9 +53,14 @@ def evaluate_model(profile: Profile, model_path, out_csv: str | Path, suites=Non
     names = list(suites or paper_suites.SUITES)
     if any(paper_suites.get_spec(n).kind == "ifeval" for n in names):
         paper_suites.ensure_nltk_data()  # before any sampling: a missing tokenizer model fails in seconds
-    rows = pd.concat([paper_suites.evaluate_suite(name, model_path, suite_records(profile, name), profile=profile,
-                                                  progress=progress, **generate_kwargs) for name in names],
-                     ignore_index=True)
+    from .generation import stage_engine
+
+    with stage_engine(profile, model_path) as engine:  # vllm: one engine for all suites, shut down after them
+        if engine is not None:
+            generate_kwargs = {**generate_kwargs, "engine": engine}
+        rows = pd.concat([paper_suites.evaluate_suite(name, model_path, suite_records(profile, name), profile=profile,
+                                                      progress=progress, **generate_kwargs) for name in names],
+                         ignore_index=True)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     rows.to_csv(out_csv, index=False)

@@ -47,6 +47,9 @@ def test_the_base_and_every_run_are_scored_on_the_nine_suites():
         assert "Overall Avg" in summary["headline"] and summary["steps"] == PROFILE.training.max_steps, spec.name
         log = (folder / "launch.log").read_text()  # launched as the paper launches: one job of 2 processes
         assert log.startswith("$ ACCELERATE_USE_CPU=1 OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 "), spec.name
+        commands = [line for line in log.splitlines() if line.startswith("$ ")]  # then scored by one plain process
+        assert commands[0].endswith(" --skip-eval") and commands[1].startswith("$ python -m spot_utils.experiments ")
+        assert commands[1].endswith(" --eval-only") and len(commands) == 2 and summary["evaluated"], spec.name
         assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"], spec.name
 
 

@@ -2,6 +2,7 @@
 check, one BOS on every path for a Llama-style tokenizer, and elicitation asking the evaluation's
 math prompt. No GPU, no vllm, no hub: vLLM is replaced by a stand-in that tokenizes text prompts the
 way vLLM does (special tokens added)."""
+import contextlib
 import json
 import random
 import string
@@ -254,6 +255,7 @@ def test_paper_elicitation_prompt_is_the_math_suites_prompt(monkeypatch, tmp_pat
 
     tok = llama_tokenizer()
     monkeypatch.setattr(pipeline, "generate", fake_generate)
+    monkeypatch.setattr(pipeline, "stage_engine", lambda profile, model: contextlib.nullcontext())  # no vLLM here
     stats = pipeline.elicit(profile, None, tok, questions, progress=False)
     assert stats["correct"] == 1
     (suite_file := tmp_path / "math500.jsonl").write_text(

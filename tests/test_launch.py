@@ -84,3 +84,21 @@ def test_regrade_recomputes_the_grades_from_the_answers():
     assert graded["correct"].tolist() == [True, False] and graded["score"].tolist() == [1.0, 0.0]
     with pytest.raises(ValueError, match="belong to no question of their suite"):
         suite_eval.regrade(smoke, rows.assign(id="not-an-id"))
+
+
+def test_training_and_evaluation_flags_exclude_each_other(capsys):
+    with pytest.raises(SystemExit):
+        experiments.main(["--profile", "paper_smoke", "--method", "dpo", "--skip-eval", "--eval-only"])
+    assert "--skip-eval and --eval-only exclude each other" in capsys.readouterr().err
+
+
+def test_eval_only_refuses_a_run_that_was_not_trained(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_experiments import fake_rectification_output
+
+    path = tmp_path / "smoke.yaml"
+    path.write_text((Path(experiments.__file__).parent.parent / "configs" / "paper_smoke.yaml").read_text()
+                    + f"run_dir: {tmp_path / 'runs'}\n")
+    fake_rectification_output(load_profile(path))
+    with pytest.raises(SystemExit, match="holds no current trained run: train it first"):
+        experiments.main(["--profile", str(path), "--method", "dpo", "--eval-only"])

@@ -83,14 +83,24 @@ def test_environment_report_shows_the_pins():
 # locked versions
 
 
-def lock_pins() -> dict[str, str]:
-    lines = (REPO_ROOT / "requirements" / "cpu.lock").read_text().splitlines()
-    return dict(line.split("==") for line in lines if line and not line.startswith("#"))
+def lock_pins(path=REPO_ROOT / "requirements" / "cpu.lock") -> dict[str, str]:
+    lines = path.read_text().splitlines()
+    return dict(line.split(";")[0].strip().split("==") for line in lines if line and not line.startswith("#"))
 
 
 def test_setup_installs_from_the_lock():
-    assert "-c $(LOCK) -e '.[dev]'" in MAKEFILE and "-c $(LOCK) torch" in MAKEFILE
+    assert "-c $(LOCK) -e '.[$(EXTRAS)]'" in MAKEFILE and "-c $(LOCK) torch" in MAKEFILE
+    assert "LOCK := $(if $(GPU),requirements/gpu.lock,requirements/cpu.lock)" in MAKEFILE
+    assert "EXTRAS := $(if $(GPU),dev$(COMMA)gpu,dev)" in MAKEFILE
     assert lock_pins()["torch"] == "2.13.0"
+
+
+def test_the_gpu_lock_has_what_vllm_pins_and_no_cpu_torch():
+    pins = lock_pins(REPO_ROOT / "requirements" / "gpu.lock")
+    assert {"vllm", "deepspeed", "trl", "papermill"} <= pins.keys()
+    assert pins["torch"] != "2.13.0" and "+cpu" not in pins["torch"]  # the CUDA build vLLM was built for
+    major, minor = (int(x) for x in pins["transformers"].split(".")[:2])
+    assert (5, 0) <= (major, minor) < (5, 21)  # pyproject's lower bound, vLLM 0.33's upper one
 
 
 def test_the_environment_matches_the_lock():
