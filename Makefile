@@ -89,7 +89,7 @@ reproduce: setup $(if $(filter paper_smoke,$(PROFILE)),smoke-assets)
 ifneq ($(DRY_RUN),)
 	$(BIN)/python -m spot_utils.plan --profile $(PROFILE) --dry-run
 else
-	@if [ "$(PROFILE)" != "tiny" ]; then $(BIN)/python -m spot_utils.plan --profile $(PROFILE) --check-only; fi
+	$(if $(filter-out tiny,$(PROFILE)),$(BIN)/python -m spot_utils.plan --profile $(PROFILE) --check-only)
 	@mkdir -p runs/$(PROFILE)/notebooks
 	@set -e; for nb in $(NOTEBOOKS); do \
 	  if [ "$(PROFILE)" = "tiny" ]; then out=$$nb; else out=runs/$(PROFILE)/notebooks/$$(basename $$nb); fi; \

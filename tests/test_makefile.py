@@ -21,3 +21,22 @@ def test_pairs_are_made_before_they_are_trained_on():
                "runs": "03_spot_training.ipynb"}
     assert order.index(made_by["base"]) < order.index(made_by["pairs"]) < order.index("01_implicit_regularization.ipynb")
     assert order.index("01_implicit_regularization.ipynb") < order.index(made_by["runs"]) < order.index("04_results_tables.ipynb")
+
+
+def _dry(*args):
+    import subprocess
+
+    done = subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_dry_run_prints_the_plan_and_starts_no_notebook():
+    out = _dry("reproduce", "PROFILE=paper", "DRY_RUN=1")
+    assert "-m spot_utils.plan --profile paper --dry-run" in out and "papermill" not in out
+
+
+def test_a_pretrained_model_profile_is_checked_before_its_first_notebook():
+    out = _dry("reproduce", "PROFILE=paper")
+    assert out.index("-m spot_utils.plan --profile paper --check-only") < out.index("papermill")
+    assert "--check-only" not in _dry("reproduce")  # tiny: nothing to check
