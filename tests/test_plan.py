@@ -40,11 +40,18 @@ def test_a_dry_run_prints_the_checks_and_the_plan_and_exits_0(tmp_path):
     assert "28 min on 8 GPUs per 4k pairs" in out  # the stated assumption behind the training hours
 
 
-def test_the_cpu_smoke_passes_every_check():
-    smoke = load_profile("paper_smoke")
+def test_the_cpu_smoke_passes_every_check(tmp_path):
+    # where `make smoke-assets` writes the stand-ins (folders are enough: the checks look, they do not load)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "dapo").mkdir()
+    smoke = load_profile("paper_smoke", **{"model.name_or_path": str(tmp_path / "model"),
+                                           "rectification.dataset": str(tmp_path / "dapo")})
     checks = plan.machine_checks(smoke)
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]  # stand-ins are local, no GPU needed
     plan.require(smoke, checks)
+    missing = load_profile("paper_smoke", **{"model.name_or_path": str(tmp_path / "absent")})
+    with pytest.raises(plan.PlanError, match="weights: .*absent: not on this machine"):
+        plan.require(missing)
 
 
 def test_the_plan_is_arithmetic_on_the_stated_assumptions():
