@@ -103,10 +103,15 @@ def table_datasets(profile: Profile) -> dict[str, Path]:
     path = out / BUDGET_FILE
     text = json.dumps({"train_examples": cap, "budget": budget, "available": available, "used": used}, indent=1) + "\n"
     if _launch_rank() == 0 and not (path.exists() and path.read_text() == text):  # nobody waits for the report
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # parallel grid workers never share a name
-        tmp.write_text(text)
-        tmp.replace(path)
+        _replace_text(path, text)
     return paths
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write `path` whole or not at all; parallel grid workers never share the temporary name."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _launch_rank() -> int:
@@ -316,9 +321,7 @@ def evaluate_run_later(profile: Profile, spec: RunSpec, group: str = "train", sp
     start = time.time()
     summary.update(headline=evaluate_run(profile, folder, progress=False), evaluated=True,
                    eval_seconds=round(time.time() - start, 1))
-    tmp = folder / f"{RUN_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(summary, indent=1, default=float))
-    tmp.replace(folder / RUN_FILE)
+    _replace_text(folder / RUN_FILE, json.dumps(summary, indent=1, default=float))
     return summary
 
 
@@ -478,13 +481,12 @@ def launch_command(profile: Profile, spec: RunSpec, group: str = "train", data: 
     import shlex
     import sys
 
-    from .training import PAPER_BATCH_SIZE
+    from .training import paper_batch_processes
 
     if group != "train":
         raise ValueError(f"launched runs live in the 'train' group, not {group!r}")
-    t = profile.training
     line = (profile.experiments.launcher if launcher is None else launcher).format(
-        processes=max(1, PAPER_BATCH_SIZE // (t.per_device_batch_size * t.gradient_accumulation_steps)))
+        processes=paper_batch_processes(profile.training))
     words = shlex.split(line)
     env = {}
     while words and "=" in words[0] and words[0].split("=", 1)[0].isidentifier():
@@ -513,12 +515,11 @@ def run_arguments(profile: Profile, spec: RunSpec, data: dict[str, Path] | None 
 def launch_run(profile: Profile, spec: RunSpec, group: str = "train", data: dict[str, Path] | None = None) -> dict:
     """Train and evaluate one run in its own multi-process job (the profile's launcher), from the
     repository root; its output goes to <run folder>/launch.log. Returns the run's summary."""
+    import shlex
     import subprocess
+    import sys
 
     from .config import REPO_ROOT
-
-    import shlex
-    import sys
 
     train = launch_command(profile, spec, group, data)
     train = LaunchCommand(train.argv + ["--skip-eval"], train.env, train.text + " --skip-eval")

@@ -42,13 +42,11 @@ def generate(model_or_path, prompts: Sequence[Prompt], backend: str = "hf", n: i
         texts, reasons = _generate_hf(model_or_path, list(prompts), n, temperature, top_p, max_new_tokens, seed,
                                       batch_size, tokenizer, system, enable_thinking, progress, desc)
     elif backend == "vllm":
-        if engine is None:
-            with VLLMEngine(model_or_path, tensor_parallel_size, seed) as own:
-                texts, reasons = own.generate(list(prompts), n, temperature, top_p, max_new_tokens, seed, system,
-                                              enable_thinking)
-        else:
-            texts, reasons = engine.generate(list(prompts), n, temperature, top_p, max_new_tokens, seed, system,
-                                             enable_thinking)
+        from contextlib import nullcontext
+
+        with nullcontext(engine) if engine is not None else VLLMEngine(model_or_path, tensor_parallel_size, seed) as e:
+            texts, reasons = e.generate(list(prompts), n, temperature, top_p, max_new_tokens, seed, system,
+                                        enable_thinking)
     else:
         raise ValueError(f"unknown backend {backend!r}; use 'hf' or 'vllm'")
     return (texts, reasons) if return_finish_reasons else texts

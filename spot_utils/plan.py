@@ -40,25 +40,24 @@ class PlanError(RuntimeError):
 # checks
 
 
-def _hub_cached(repo_id: str, kind: str) -> bool:
-    """Is a hub repo (kind "model" or "dataset") in the local cache, as the hub or datasets keep it?"""
+def _dataset_cached(repo_id: str) -> bool:
+    """Is a hub dataset in the local cache, as the hub or `datasets` keeps it? (Models: see
+    environment.pretrained_availability.)"""
     from huggingface_hub.constants import HF_HUB_CACHE
 
-    snapshots = Path(HF_HUB_CACHE) / f"{kind}s--{repo_id.replace('/', '--')}" / "snapshots"
+    snapshots = Path(HF_HUB_CACHE) / f"datasets--{repo_id.replace('/', '--')}" / "snapshots"
     if snapshots.is_dir() and any(snapshots.iterdir()):
         return True
-    if kind == "dataset":
-        from datasets import config as datasets_config
+    from datasets import config as datasets_config
 
-        return (Path(datasets_config.HF_DATASETS_CACHE) / repo_id.replace("/", "___")).is_dir()
-    return False
+    return (Path(datasets_config.HF_DATASETS_CACHE) / repo_id.replace("/", "___")).is_dir()
 
 
-def _local_or_cached(location: str, kind: str) -> tuple[bool, str]:
-    path = Path(location)
-    if path.exists():
+def _local_or_cached(location: str) -> tuple[bool, str]:
+    """A dataset given as a local folder, or cached from the hub."""
+    if Path(location).exists():
         return True, f"local folder {location}"
-    if _hub_cached(location, kind):
+    if _dataset_cached(location):
         return True, f"{location} (Hugging Face cache)"
     return False, f"{location}: not on this machine"
 
@@ -68,27 +67,23 @@ def needs_gpu(profile: Profile) -> bool:
     return profile.generation.backend == "vllm" or bool(t.deepspeed) or t.bf16
 
 
-def launched_gpus(profile: Profile) -> int:
-    """GPUs one training job uses: the paper's batch of 32 / (per-device batch x accumulation)."""
-    from .training import PAPER_BATCH_SIZE
-
-    t = profile.training
-    return max(1, PAPER_BATCH_SIZE // (t.per_device_batch_size * t.gradient_accumulation_steps))
-
-
 def machine_checks(profile: Profile) -> list[Check]:
+    from .environment import pretrained_availability
     from .paper_suites import SUITES
 
     checks = []
-    ok, detail = _local_or_cached(profile.model.location, "model")
-    checks.append(Check("weights", ok, detail, f"huggingface-cli download {profile.model.name_or_path}"))
-    ok, detail = _local_or_cached(profile.rectification.dataset_location, "dataset")
+    weights = pretrained_availability(profile.model.location)  # what notebook 00 reports, the same look
+    checks.append(Check("weights", weights["available"],
+                        f"{profile.model.location}: " + (f"at {weights['where']}" if weights["available"]
+                                                         else "not on this machine"),
+                        f"huggingface-cli download {profile.model.name_or_path}"))
+    ok, detail = _local_or_cached(profile.rectification.dataset_location)
     checks.append(Check("training questions", ok, detail,
                         f"huggingface-cli download --repo-type dataset {profile.rectification.dataset}"))
     if profile.eval.suite_dir:
         checks.append(Check("nine suites", True, f"local files in eval.suite_dir {profile.eval.suite_dir}"))
     else:
-        missing = [s.hub_id for s in SUITES.values() if not _hub_cached(s.hub_id, "dataset")]
+        missing = [s.hub_id for s in SUITES.values() if not _dataset_cached(s.hub_id)]
         checks.append(Check("nine suites", not missing, "all nine in the Hugging Face cache" if not missing
                             else f"not cached: {', '.join(missing)}",
                             "for each: huggingface-cli download --repo-type dataset <id> (or set eval.suite_dir)"))
@@ -106,12 +101,14 @@ def machine_checks(profile: Profile) -> list[Check]:
 def _gpu_check(profile: Profile) -> Check:
     import torch
 
+    from .training import paper_batch_processes
+
     count = torch.cuda.device_count()
     memory = [torch.cuda.get_device_properties(i).total_memory / 2**30 for i in range(count)]
     seen = f"{count} GPU(s)" + (f", {min(memory):.0f}-{max(memory):.0f} GiB each" if count else "")
     if not needs_gpu(profile):
         return Check("GPUs", True, f"{seen}; not needed (hf backend, no DeepSpeed, no bf16)")
-    need = max(launched_gpus(profile), profile.generation.tensor_parallel_size if profile.generation.backend == "vllm" else 1)
+    need = max(paper_batch_processes(profile.training), profile.generation.tensor_parallel_size if profile.generation.backend == "vllm" else 1)
     return Check("GPUs", count >= need, f"{seen}; the profile needs {need} (training processes, vLLM tensor parallelism)",
                  f"run on a box with {need} GPUs, or lower generation.tensor_parallel_size and raise "
                  "training.gradient_accumulation_steps (processes x per-device batch x accumulation = 32)")
@@ -135,9 +132,10 @@ def estimate(profile: Profile) -> pd.DataFrame:
     """One row per notebook (run order): GPU-hours, Oracle requests, USD and disk (GB), from the
     profile's `plan` assumptions; a last row sums them."""
     from . import experiments, paper_suites
+    from .training import paper_batch_processes
 
     a, t, r = profile.plan, profile.training, profile.rectification
-    gpus = launched_gpus(profile)
+    gpus = paper_batch_processes(profile.training)
     tp = profile.generation.tensor_parallel_size
     engine_h = a.engine_start_minutes / 60 * tp  # GPU-hours to load one vLLM engine
 

@@ -508,6 +508,12 @@ def build_trainer(method: str, data, profile: Profile, output_dir: str | Path, m
     return trainer
 
 
+def paper_batch_processes(t) -> int:
+    """Processes that make the paper's batch of 32 from training section `t` (per-device batch x
+    accumulation): what a launch must start (experiments.launcher's {processes}, make plan)."""
+    return max(1, PAPER_BATCH_SIZE // (t.per_device_batch_size * t.gradient_accumulation_steps))
+
+
 def check_launch(profile: Profile, model) -> None:
     """Refuse launches that would run but not train as the paper did (clear errors, before any work)."""
     t = profile.training
@@ -516,8 +522,7 @@ def check_launch(profile: Profile, model) -> None:
     if not profile.is_tiny and batch != PAPER_BATCH_SIZE:
         raise ValueError(f"profile {profile.name!r}: {launched} processes x per-device batch "
                          f"{t.per_device_batch_size} x accumulation {t.gradient_accumulation_steps} = {batch}, "
-                         f"not the paper's batch of {PAPER_BATCH_SIZE}; launch "
-                         f"{PAPER_BATCH_SIZE // (t.per_device_batch_size * t.gradient_accumulation_steps)} "
+                         f"not the paper's batch of {PAPER_BATCH_SIZE}; launch {paper_batch_processes(t)} "
                          "processes or change training.per_device_batch_size / gradient_accumulation_steps")
     dtype = next(model.parameters()).dtype
     if dtype in (torch.bfloat16, torch.float16) and not t.deepspeed:

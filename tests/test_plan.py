@@ -43,6 +43,7 @@ def test_a_dry_run_prints_the_checks_and_the_plan_and_exits_0(tmp_path):
 def test_the_cpu_smoke_passes_every_check(tmp_path):
     # where `make smoke-assets` writes the stand-ins (folders are enough: the checks look, they do not load)
     (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")  # a saved model folder, as from_pretrained needs
     (tmp_path / "dapo").mkdir()
     smoke = load_profile("paper_smoke", **{"model.name_or_path": str(tmp_path / "model"),
                                            "rectification.dataset": str(tmp_path / "dapo")})
