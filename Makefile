@@ -19,15 +19,19 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
-# Pinned CPU numerics: the same bits on every x86-64 CPU with AVX2 (an AVX-512 CPU would otherwise run
-# other kernels and MKL code paths, and train another base from the same seed). Read when torch loads.
+# Pinned CPU numerics: the same bits on every x86-64 CPU with AVX2, Intel or AMD. torch runs its AVX2
+# kernels (an AVX-512 CPU would otherwise pick others); MKL takes its COMPATIBLE branch, the one Intel
+# documents as the same on Intel and non-Intel CPUs (on AMD, MKL ignores every other branch and its own
+# path trained another base than Intel's AVX2 branch); and 2 threads wherever a step does not set its
+# own count, since MKL's sums depend on it. Read when torch loads.
 export ATEN_CPU_CAPABILITY := avx2
-export MKL_CBWR := AVX2
+export MKL_CBWR := COMPATIBLE
+export OMP_NUM_THREADS := 2
 # No widget progress bars from transformers ("Loading weights") in executed notebooks.
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 # The kernel that notebooks run on carries the same variables, so a notebook opened in JupyterLab
 # computes what `make reproduce` computes.
-KERNEL_ENV := $(foreach v,ATEN_CPU_CAPABILITY MKL_CBWR PYTHONHASHSEED HF_HUB_DISABLE_PROGRESS_BARS TOKENIZERS_PARALLELISM,--env $(v) $($(v)))
+KERNEL_ENV := $(foreach v,ATEN_CPU_CAPABILITY MKL_CBWR OMP_NUM_THREADS PYTHONHASHSEED HF_HUB_DISABLE_PROGRESS_BARS TOKENIZERS_PARALLELISM,--env $(v) $($(v)))
 # The CPU install's versions: every package, direct and transitive, as they made the committed outputs.
 # GPU=1 (a GPU box, the paper profiles): the `gpu` extra (vLLM, DeepSpeed) with its own lock, whose
 # CUDA torch and transformers are the ones vLLM pins; the CPU torch is never forced there.

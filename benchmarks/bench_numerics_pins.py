@@ -1,8 +1,8 @@
 """What the pinned CPU numerics cost: the same training work with and without the pins, side by side.
 
-Why: the Makefile pins ATEN_CPU_CAPABILITY=avx2 and MKL_CBWR=AVX2 so that every x86-64 CPU computes the
-same bits (README, "Reproducibility"). On an AVX-512 CPU that gives up the wider kernels; this measures
-how much time that costs on the machine at hand. The variables are read when torch loads, so each
+Why: the Makefile pins ATEN_CPU_CAPABILITY=avx2 and MKL_CBWR=AVX2,STRICT so that every x86-64 CPU
+computes the same bits (README, "Reproducibility"). On an AVX-512 CPU that gives up the wider kernels;
+this measures how much time that costs on the machine at hand. The variables are read when torch loads, so each
 setting runs in its own process, alternately, best of a few rounds (other tenants only slow a run down).
 The work: forward + backward of the tiny profile's model on a pretraining-sized batch, 1 and 2 threads.
 Run: python benchmarks/bench_numerics_pins.py
@@ -12,9 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from spot_utils.environment import NUMERICS_PINS as PINS
+
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS, STEPS = 3, 20
-PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
 
 WORK = f"""
 import time, torch

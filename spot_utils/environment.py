@@ -11,9 +11,11 @@ from .config import REPO_ROOT
 
 # torch picks AVX-512 kernels and MKL its own code path where the CPU has AVX-512, so float sums (and
 # from the first training step on, every number) differ from an AVX2 machine. These two variables make
-# every x86-64 CPU with AVX2 compute the same bits. They are read when torch loads: the Makefile and the
-# Jupyter kernel `make setup` registers set them; a library cannot set them for a process already running.
-NUMERICS_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+# every x86-64 CPU with AVX2 compute the same bits, Intel or AMD, at any thread count (STRICT: without it
+# Intel's MKL sums differently at 1 and 2 threads, and AMD's took another path than Intel's AVX2 branch).
+# They are read when torch loads: the Makefile and the Jupyter kernel `make setup` registers set them; a
+# library cannot set them for a process already running.
+NUMERICS_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "2"}
 
 
 def cpu_vector_extensions() -> str:
@@ -105,10 +107,12 @@ def repo_relative(path) -> str:
 
 
 def numerics_fingerprint(threads: int = 1) -> str:
-    """A short hash of the bits of one training step's gradients: a small Qwen3 (ModelConfig's defaults),
-    seeded weights and data, `threads` torch threads (post-training runs use 1, pretraining 2). Two machines
-    with the same fingerprint compute the same numbers; notebook 00 shows it and nbval checks it, so a
-    CPU whose bits differ despite the pins is named at once instead of through a changed table."""
+    """A short hash of the bits of a few training steps: a small Qwen3 (ModelConfig's defaults), seeded
+    weights and data, batches of several shapes (BLAS picks its blocking by shape, so one shape could
+    agree where another does not), AdamW steps, `threads` torch threads (post-training runs use 1,
+    pretraining 2). Two machines with the same fingerprint compute the same numbers; notebook 00 shows it
+    and nbval checks it, so a CPU whose bits differ despite the pins is named at once instead of through
+    a changed table."""
     import hashlib
 
     import torch
@@ -121,11 +125,18 @@ def numerics_fingerprint(threads: int = 1) -> str:
     try:
         tokenizer = build_char_tokenizer()
         model = build_tiny_model(ModelConfig(), tokenizer, seed=0)
-        ids = torch.randint(5, len(tokenizer), (16, 64), generator=torch.Generator().manual_seed(0))
-        model(input_ids=ids, labels=ids).loss.backward()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        generator = torch.Generator().manual_seed(0)
         digest = hashlib.sha256()
+        for batch, length in ((16, 64), (7, 93), (1, 37), (9, 130)):
+            ids = torch.randint(5, len(tokenizer), (batch, length), generator=generator)
+            model(input_ids=ids, labels=ids).loss.backward()
+            for p in model.parameters():
+                digest.update(p.grad.numpy().tobytes())
+            optimizer.step()
+            optimizer.zero_grad()
         for p in model.parameters():
-            digest.update(p.grad.numpy().tobytes())
+            digest.update(p.detach().numpy().tobytes())
         return digest.hexdigest()[:12]
     finally:
         torch.set_num_threads(before)
