@@ -1,9 +1,10 @@
 """What the pinned CPU numerics cost: the same training work with and without the pins, side by side.
 
-Why: the Makefile pins ATEN_CPU_CAPABILITY=avx2 and MKL_CBWR=AVX2,STRICT so that every x86-64 CPU
-computes the same bits (README, "Reproducibility"). On an AVX-512 CPU that gives up the wider kernels;
-this measures how much time that costs on the machine at hand. The variables are read when torch loads, so each
-setting runs in its own process, alternately, best of a few rounds (other tenants only slow a run down).
+Why: the Makefile pins the CPU numerics (spot_utils.environment.NUMERICS_PINS: torch's AVX2 kernels,
+MKL's COMPATIBLE branch, 2 threads) so that every x86-64 CPU computes the same bits (README,
+"Reproducibility"). That gives up the wider kernels and MKL's fast paths; this measures how much time
+that costs on the machine at hand. The variables are read when torch loads, so each setting runs in its
+own process, alternately, best of a few rounds (other tenants only slow a run down).
 The work: forward + backward of the tiny profile's model on a pretraining-sized batch, 1 and 2 threads.
 Run: python benchmarks/bench_numerics_pins.py
 """

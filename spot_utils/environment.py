@@ -10,11 +10,12 @@ from pathlib import Path
 from .config import REPO_ROOT
 
 # torch picks AVX-512 kernels and MKL its own code path where the CPU has AVX-512, so float sums (and
-# from the first training step on, every number) differ from an AVX2 machine. These two variables make
-# every x86-64 CPU with AVX2 compute the same bits, Intel or AMD, at any thread count (STRICT: without it
-# Intel's MKL sums differently at 1 and 2 threads, and AMD's took another path than Intel's AVX2 branch).
-# They are read when torch loads: the Makefile and the Jupyter kernel `make setup` registers set them; a
-# library cannot set them for a process already running.
+# from the first training step on, every number) differ from an AVX2 machine; and MKL's branches other
+# than COMPATIBLE exist only on Intel (AMD runs its own path). These variables make every x86-64 CPU with
+# AVX2, Intel or AMD, compute the same bits: AVX2 kernels in torch, MKL's COMPATIBLE branch, and a fixed
+# thread count where a step does not set its own (COMPATIBLE's sums depend on it). They are read when
+# torch loads: the Makefile and the Jupyter kernel `make setup` registers set them; a library cannot set
+# them for a process already running.
 NUMERICS_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "2"}
 
 

@@ -176,4 +176,3 @@ def test_a_line_bar_prints_where_it_stopped(capsys):
 
 def test_the_numerics_fingerprint_is_the_same_bits_every_time():
     assert environment.numerics_fingerprint(threads=1) == environment.numerics_fingerprint(threads=1)
-
