@@ -212,6 +212,7 @@ class TrainingConfig:
     bf16: bool = True
     gradient_checkpointing: bool = True
     length_group_rows: int = 0       # > 0: a micro-batch runs as forwards of this many similar-length rows (less padding)
+    shared_prefix: bool = True       # pair methods: one packed row per pair, prompt + common prefix once (shared_prefix.py)
     delta_mode: str = "cumulative"   # SPoT-BCO delta: TRL 0.20's running mean (released code) or "ema" (paper text)
     delta_momentum: float = 0.9      # ema only
     logging_steps: int = 10
@@ -227,7 +228,7 @@ class TrainingConfig:
 class ExperimentsConfig:
     """The runs of notebooks 01 and 03 (spot_utils.experiments): seeds, parallel workers, the probe."""
     seeds: list[int] = field(default_factory=lambda: [0])  # the key comparisons run once per seed
-    workers: int = 1                 # parallel training processes (tiny: 2 single-thread runs beat one 2-thread run)
+    workers: int = 0                 # parallel single-thread training processes of a tiny grid (0: one per core)
     probe_every: int = 0             # greedy validation probe every N optimizer steps (0: off); Fig. 2
     probe_size: int = 16             # probe examples per arithmetic tier and per skill
     probe_methods: list[str] = field(default_factory=list)  # the methods probed (the probe costs time)
@@ -238,10 +239,10 @@ class ExperimentsConfig:
     # experiments.launch_run completes with `-m spot_utils.experiments ...`; {processes} = the paper's batch
     # of 32 / (per-device batch x accumulation). Empty: the notebooks print the command and stop.
     launcher: str = ""
-    _positive = ("workers", "probe_size")
-    _non_negative = ("probe_every", "train_examples")
+    _positive = ("probe_size",)
+    _non_negative = ("workers", "probe_every", "train_examples")
     _hash_when_set = ("train_examples",)  # added after the tiny outputs were committed: 0 keeps their hashes
-    _never_hashed = ("launcher",)  # how processes start does not change what they compute
+    _never_hashed = ("workers", "launcher")  # how many processes, and how they start, change nothing computed
 
 
 @dataclass

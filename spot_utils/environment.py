@@ -1,5 +1,6 @@
 """What the notebooks print first: the software and hardware a result was produced on, and whether
-the CPU numerics are pinned so that the tiny profile's numbers are the same on every x86-64 CPU."""
+the CPU numerics are pinned so that the tiny profile's numbers are the same on every Intel x86-64 CPU
+(AMD computes other bits despite the pins: README, "Reproducibility")."""
 from __future__ import annotations
 
 import os
@@ -11,9 +12,10 @@ from .config import REPO_ROOT
 
 # torch picks AVX-512 kernels and MKL its own code path where the CPU has AVX-512, so float sums (and
 # from the first training step on, every number) differ from an AVX2 machine; and MKL's branches other
-# than COMPATIBLE exist only on Intel (AMD runs its own path). These variables make every x86-64 CPU with
-# AVX2, Intel or AMD, compute the same bits: AVX2 kernels in torch, MKL's COMPATIBLE branch, and a fixed
-# thread count where a step does not set its own (COMPATIBLE's sums depend on it). They are read when
+# than COMPATIBLE exist only on Intel (AMD runs its own path). These variables make every Intel x86-64
+# CPU with AVX2 compute the same bits: AVX2 kernels in torch, MKL's COMPATIBLE branch, and a fixed thread
+# count where a step does not set its own (COMPATIBLE's sums depend on it). An AMD EPYC with them still
+# computes other bits (numerics_fingerprint; scripts/numerics_probe.py finds where). They are read when
 # torch loads: the Makefile and the Jupyter kernel `make setup` registers set them; a library cannot set
 # them for a process already running.
 NUMERICS_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "2"}
@@ -26,6 +28,15 @@ def cpu_vector_extensions() -> str:
     except OSError:
         return platform.machine()
     return "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else platform.machine())
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; elsewhere what platform knows), for benchmark records."""
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def numerics_problems() -> list[str]:

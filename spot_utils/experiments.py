@@ -18,8 +18,8 @@ output in runs/<profile>/data:
 
 A run = (method, data set, seed[, beta, lr]). Its model, training log and test-set evaluation live in
 runs/<profile>/train/<name>/seed<k>/ and are reused while the key (profile sections, base weights,
-data file, thread count) is unchanged. On the tiny profile two single-thread runs go in parallel
-(`experiments.workers`); each run is deterministic for its thread count.
+data file, thread count) is unchanged. On the tiny profile every run is single-threaded and one runs per
+available core (`experiments.workers`, 0 = one per core), so more cores give the same numbers sooner.
 """
 from __future__ import annotations
 
@@ -390,10 +390,11 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
     """Run every spec (cached ones return at once) and return one summary row per run, in spec order.
     `data` adds data sets (name -> JSONL) to table_datasets', for runs outside Tables 1-3.
 
-    With workers > 1 each run is a single-thread process (spawned, so no state leaks between runs);
-    workers = 1 runs in this process with its thread count.
+    Every tiny run is single-threaded, so its numbers do not depend on `workers`: with workers > 1 each
+    run is a spawned process (no state leaks between runs); workers = 1 runs them here, one thread.
+    `workers` defaults to grid_workers (experiments.workers, 0: one per available core).
     """
-    workers = profile.experiments.workers if workers is None else workers
+    workers = grid_workers(profile, workers)
     paths = data_sets(profile, data)  # write the table data sets once, before any worker reads them
     if not profile.is_tiny:  # one multi-process job per run (experiments.launcher), one after the other
         missing = [s for s in specs if _finished(profile, s, group, split, paths) is None]
@@ -412,9 +413,15 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
     results: dict[RunSpec, dict] = {}
     bar = progress_bar(total=len(specs), desc="runs", disable=not progress)
     if workers <= 1:
-        for spec in specs:
-            results[spec] = run_one(profile, spec, group, split=split, data=data)
-            bar.update()
+        import torch
+
+        threads = torch.get_num_threads()
+        try:  # one thread, as in a worker process: the same key and the same bits
+            for spec in specs:
+                results[spec] = run_one(profile, spec, group, threads=1, split=split, data=data)
+                bar.update()
+        finally:
+            torch.set_num_threads(threads)
     else:
         todo = []
         for spec in specs:  # cached runs are read here, without starting a process
@@ -445,6 +452,17 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
                 bar.update()
     bar.close()
     return summaries_frame([results[s] for s in specs])
+
+
+def grid_workers(profile: Profile, workers: int | None = None) -> int:
+    """Parallel training processes for run_grid: `workers`, else experiments.workers; 0 means one per
+    core this process may use (a user's 8-core laptop runs 8 single-thread runs at a time)."""
+    workers = profile.experiments.workers if workers is None else workers
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (0: one per core), got {workers}")
+    if workers:
+        return workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _finished(profile: Profile, spec: RunSpec, group: str, split: str, paths: dict[str, Path],

@@ -45,8 +45,9 @@ from accelerate.utils import broadcast_object_list
 from transformers import PrinterCallback, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 from trl import DPOConfig, DPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
 
-from . import losses, world
+from . import losses, shared_prefix, world
 from .config import METHODS, REPO_ROOT, Profile
 from .data import read_jsonl
 from .pretrain import prompt_text
@@ -147,7 +148,7 @@ class SPoTTrainer(DPOTrainer):
 
     def __init__(self, *args, method: str, paired: bool = True, delta_mode: str = "cumulative",
                  delta_momentum: float = 0.9, ref_cache_dir: str | Path | None = None, length_group_rows: int = 0,
-                 **kwargs):
+                 shared_prefix_forward: bool = False, **kwargs):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
         if not kwargs["args"].precompute_ref_log_probs:
@@ -155,6 +156,11 @@ class SPoTTrainer(DPOTrainer):
         if length_group_rows < 0:
             raise ValueError(f"length_group_rows must be >= 0, got {length_group_rows}")
         self.method, self.paired, self.group_rows = method, paired, length_group_rows
+        # Pair methods score y+ and y- together (their loss needs both, with gradient); the token methods
+        # train on y+ alone, so their policy and reference passes stay on separate rows.
+        self.shared_prefix = shared_prefix_forward and method in PAIR_METHODS
+        if self.shared_prefix:  # before TRL's reference pass runs in __init__
+            shared_prefix.check_attention(kwargs["model"].config._attn_implementation)
         self.ref_cache_dir = Path(ref_cache_dir) if ref_cache_dir else None
         self.delta = losses.RunningMean(delta_mode, delta_momentum) if method == "spot_bco" else None
         self.delta_trace: list[dict] = []       # one row per delta update (this train() call)
@@ -196,23 +202,45 @@ class SPoTTrainer(DPOTrainer):
         return per_example.mean(), chosen_logps, rejected_logps
 
     def _summed_logps(self, model, inputs, labels):
-        """Summed completion log-probs of every row, in forwards over similar-length rows
-        (`length_groups`). TRL's fused LM head returns per-token log-probs (0 off the completion)
-        without building the [B, T, V] logits; the reference pass uses this same forward, so at
-        step 0 policy and reference log-probs agree and r = 0 (to float rounding)."""
+        """Summed completion log-probs of every row [chosen; rejected], in forwards over similar-length rows
+        (`length_groups`), or over one packed row per pair (`training.shared_prefix`). TRL's fused LM head
+        returns per-token log-probs (0 off the completion) without building the [B, T, V] logits; the
+        reference pass uses this same forward, so at step 0 policy and reference log-probs agree and r = 0
+        (to float rounding)."""
+        if self.shared_prefix:
+            return torch.cat(self._shared_prefix_logps(model, inputs))
         parts, order = [], []
         for rows, out, _ in self._forwards(model, inputs, labels, torch.arange(len(labels)), fused=True):
             parts.append(out.log_probs.sum(dim=1))
             order.append(rows)
         return torch.cat(parts)[torch.argsort(torch.cat(order))]  # back in batch order
 
+    def _shared_prefix_logps(self, model, inputs):
+        """(y+, y-) summed log-probs per pair, each pair one row over prompt + common prefix + both
+        suffixes (spot_utils.shared_prefix), in groups of similar packed length."""
+        ids, attention = inputs["input_ids"], inputs["attention_mask"]
+        spans = shared_prefix.pair_spans(ids, attention)
+        lengths = torch.tensor([shared_prefix.packed_length(*span) for span in spans])
+        chosen, rejected = torch.zeros(len(spans), device=ids.device), torch.zeros(len(spans), device=ids.device)
+        pad = self.processing_class.pad_token_id or 0
+        kernel, dtype = self.model.config._attn_implementation, next(model.parameters()).dtype
+        for group, _ in groups_by_length(lengths, torch.arange(len(spans)), self.group_rows):
+            packed = shared_prefix.pack_pairs(ids, attention, inputs["completion_mask"], group, spans, pad)
+            out = model(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                        attention_mask=shared_prefix.model_mask(packed.attention_mask, kernel, dtype),
+                        shift_labels=packed.shift_labels, fused_lm_head=True, use_cache=False)
+            group = group.to(ids.device)
+            chosen[group], rejected[group] = packed.summed_logps(out.log_probs)
+        return chosen, rejected
+
     def compute_ref_log_probs(self, model, inputs):
-        """TRL's reference log-probs of one padded batch, computed like the policy's (length groups).
-        Without groups (the paper profile) TRL's own method runs (adapters, DeepSpeed engine)."""
-        if not self.group_rows:
+        """TRL's reference log-probs of one padded batch, computed like the policy's (length groups, shared
+        prefix). Without either TRL's own method runs (adapters, DeepSpeed engine)."""
+        if not self.group_rows and not self.shared_prefix:
             return super().compute_ref_log_probs(model, inputs)
         labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
-        with torch.no_grad(), self.accelerator.autocast():
+        with (torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+              self.accelerator.autocast()):
             return self._summed_logps(model, inputs, labels).chunk(2)
 
     def _token_loss(self, model, inputs, labels):
@@ -282,7 +310,8 @@ class SPoTTrainer(DPOTrainer):
         if self.ref_cache_dir is None:
             return super()._precompute_ref_logps(dataset, name, batch_size)
         columns = [c for c in ("prompt_ids", "chosen_ids", "rejected_ids", "input_ids") if c in dataset.column_names]
-        h = hashlib.sha256(f"{self._precompute_model_hash}|{batch_size}|{torch.get_num_threads()}".encode())
+        forward = "shared_prefix" if self.shared_prefix else f"rows{self.group_rows}"  # other forward, other rounding
+        h = hashlib.sha256(f"{self._precompute_model_hash}|{batch_size}|{torch.get_num_threads()}|{forward}".encode())
         table = dataset.select_columns(columns)[:]  # a dict of plain lists
         for column in columns:
             h.update(json.dumps(table[column]).encode())
@@ -361,7 +390,12 @@ def length_groups(attention_mask: torch.Tensor, rows: torch.Tensor, group_rows: 
     same per-row values as one forward on the whole batch (causal attention: no real token sees the
     padding to its right), on fewer padded tokens: in one forward the batch's longest response sets
     the length of every row (tiny pairs: 43% of the tokens were padding; 10% in groups of 8)."""
-    lengths = attention_mask[rows].sum(dim=1)
+    return groups_by_length(attention_mask[rows].sum(dim=1), rows, group_rows)
+
+
+def groups_by_length(lengths: torch.Tensor, rows: torch.Tensor, group_rows: int) -> list[tuple[torch.Tensor, int]]:
+    """`rows` (with their `lengths`) in groups of about `group_rows` similar lengths (0: one group), each
+    with its longest length."""
     order = torch.argsort(lengths, stable=True)
     groups = max(1, len(order) // group_rows) if group_rows > 0 else 1
     return [(rows[chunk], int(lengths[chunk].max())) for chunk in order.chunk(groups)]
@@ -502,7 +536,8 @@ def build_trainer(method: str, data, profile: Profile, output_dir: str | Path, m
                               callbacks=list(callbacks), method=method, paired=paired,
                               delta_mode=profile.training.delta_mode,
                               delta_momentum=profile.training.delta_momentum, ref_cache_dir=ref_cache_dir,
-                              length_group_rows=profile.training.length_group_rows)
+                              length_group_rows=profile.training.length_group_rows,
+                              shared_prefix_forward=profile.training.shared_prefix)
     if not progress:
         trainer.remove_callback(PrinterCallback)  # it prints every log dict when tqdm is off
     return trainer
@@ -600,9 +635,14 @@ def _load_policy(profile: Profile):
         return load_base(profile)
     # On CPU: the Trainer / DeepSpeed places the weights (one GPU per process), not us. The attention
     # kernel is chosen for where training runs (FlashAttention-2 on a GPU when installed).
+    # With training.shared_prefix, "auto" means SDPA: FlashAttention-2 takes no block mask, and on CUDA SDPA
+    # runs a block mask on its memory-efficient kernel (an explicit flash_attention_2 fails in SPoTTrainer).
+    requested = profile.model.attn_implementation
+    if profile.training.shared_prefix and requested == "auto":
+        requested = "sdpa"
     return load_model(profile.model.location, dtype=profile.model.dtype, device="cpu",
                       attn_implementation=attention_implementation(
-                          profile.model.attn_implementation, "cuda" if torch.cuda.is_available() else "cpu"))
+                          requested, "cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _unpatch(model):

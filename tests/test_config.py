@@ -200,8 +200,10 @@ TINY_SECTION_HASHES = {"seed": "de7d7744ccd7722e",
                        "model": "7b501341ec1f7d9f",
                        "world": "56f86705b29b273c",
                        "pretrain": "468c1f200aed3de7",
-                       "training": "b206fee9f8a5cd8e",
-                       "experiments": "9c04a789c3b7fdb7",
+                       # training.shared_prefix (false on tiny) and experiments.workers (0, never hashed) re-key
+                       # the runs of notebooks 01/03; what the runs compute is unchanged
+                       "training": "08c5a6a0f97cf4e6",
+                       "experiments": "84a33e74b9ce584d",
                        "generation": "314f90dbe6a31b86",
                        "eval": "a18345bfca881d3b",
                        "rectification": "5cbdfebd2e7aac31"}

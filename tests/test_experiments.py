@@ -1,6 +1,7 @@
 """spot_utils.experiments (equal-budget data sets, the cached run grid), spot_utils.analysis (Eq. 6,
 shared vs divergent tokens) and spot_utils.tuning (the learning-rate choice behind configs/tiny.yaml)."""
 import random
+import shutil
 
 import pandas as pd
 import pytest
@@ -144,6 +145,18 @@ def test_parallel_grid_with_an_extra_data_set(tiny_profile, tmp_path):
     assert len(list(experiments.reference_cache(tiny_profile).glob("*.pt"))) == 2  # pairs and hot
     again = experiments.run_grid(tiny_profile, specs, workers=2, progress=False, data={"hot": extra})
     pd.testing.assert_frame_equal(frame, again)  # all cached
+    # One worker, in this process, computes the same runs to the bit (each run is single-threaded).
+    weights = {s: (experiments.run_dir(tiny_profile, s) / "final" / "model.safetensors").read_bytes() for s in specs}
+    for spec in specs:
+        shutil.rmtree(experiments.run_dir(tiny_profile, spec))
+    shutil.rmtree(experiments.reference_cache(tiny_profile))
+    torch.set_num_threads(2)
+    alone = experiments.run_grid(tiny_profile, specs, workers=1, progress=False, data={"hot": extra})
+    assert torch.get_num_threads() == 2  # the caller's thread count is given back
+    timings = ["train_s", "eval_s"]
+    pd.testing.assert_frame_equal(frame.drop(columns=timings), alone.drop(columns=timings))
+    for spec in specs:
+        assert (experiments.run_dir(tiny_profile, spec) / "final" / "model.safetensors").read_bytes() == weights[spec], spec
     with pytest.raises(ValueError, match="taken by table_datasets"):
         experiments.data_sets(tiny_profile, {"pairs": extra})
 
@@ -290,3 +303,13 @@ def test_readme_shows_the_tables_notebook04_wrote():
     """The README's Results tables are notebook 04's output (results/tiny/tables.md), verbatim."""
     tables_md = (REPO_ROOT / "results" / "tiny" / "tables.md").read_text().strip()
     assert tables_md in (REPO_ROOT / "README.md").read_text()
+
+
+def test_grid_workers_default_to_one_per_core(tiny_profile):
+    import os
+
+    tiny_profile.experiments.workers = 0
+    assert experiments.grid_workers(tiny_profile) == len(os.sched_getaffinity(0))
+    assert experiments.grid_workers(tiny_profile, 3) == 3
+    with pytest.raises(ValueError, match="workers must be >= 0"):
+        experiments.grid_workers(tiny_profile, -1)

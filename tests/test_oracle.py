@@ -405,7 +405,19 @@ def test_malformed_200_replies_are_retried_with_a_named_reason(serve, env_key, t
     assert srv.fault_counts == {kind: 3}
 
 
-def test_ctrl_c_stops_at_once_writes_nothing_half_and_the_rerun_resumes(serve, env_key, tmp_path, capsys):
+@pytest.fixture
+def ctrl_c_handler():
+    """Python's own Ctrl-C handler, also where pytest was started in the background (`make test &`,
+    nohup): there SIGINT is ignored from the start, and _thread.interrupt_main then does nothing."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_at_once_writes_nothing_half_and_the_rerun_resumes(serve, env_key, tmp_path, capsys,
+                                                                          ctrl_c_handler):
     import _thread
 
     out, fail = tmp_path / "r.jsonl", tmp_path / "f.jsonl"

@@ -176,3 +176,18 @@ def test_a_line_bar_prints_where_it_stopped(capsys):
 
 def test_the_numerics_fingerprint_is_the_same_bits_every_time():
     assert environment.numerics_fingerprint(threads=1) == environment.numerics_fingerprint(threads=1)
+
+
+def test_numerics_probe_is_repeatable_and_matches_the_saved_machines():
+    """scripts/numerics_probe.py: the same bits twice in one process (so a differing line on another machine
+    is the CPU, not the probe), and the operations of the saved AMD hashes are the ones it probes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("numerics_probe", REPO_ROOT / "scripts" / "numerics_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    first = probe.hashes(threads=(2,))
+    assert probe.hashes(threads=(2,)) == first
+    for saved in (REPO_ROOT / "results" / "numerics").glob("probe_*.json"):
+        names = set(json.loads(saved.read_text())["hashes"])
+        assert {n for n in names if n.endswith("| 2 thread(s)")} == set(first), saved

@@ -240,6 +240,7 @@ def test_training_config_tiny_and_paper():
     for t in (qwen, llama):  # App. C
         assert (t.beta, t.epochs, t.max_length, t.bf16, t.gradient_checkpointing) == (0.1, 2.0, 8192, True, True)
         assert (t.per_device_batch_size, t.gradient_accumulation_steps) == (2, 2)
+        assert t.shared_prefix  # pair methods: one packed row per pair (on SDPA, see training._load_policy)
         assert (t.lr_scheduler, t.warmup_ratio, t.weight_decay, t.adam_beta1, t.adam_beta2) == \
             ("cosine", 0.05, 0.01, 0.9, 0.95)
     assert (qwen.lr["spot_bco"], qwen.lr["spot_bce"], qwen.lr["sft"], qwen.lr["rft"], qwen.lr["sft_plus"]) == \
@@ -285,6 +286,41 @@ def test_length_groups_cover_every_row_once_shortest_first():
         [([4, 3, 5], 8)]  # 0: one group, trimmed to its longest row
 
 
+def forward_variants_agree(trainer, batch, variants):
+    """Loss, gradients and logged rewards of one batch under each trainer setting in `variants`
+    (attribute -> value dicts) equal the first's, up to float rounding (sums in another order)."""
+    torch.manual_seed(0)
+    with torch.no_grad():  # move the policy off the reference: rewards are then far from 0 (and their signs stable)
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    results = []
+    for settings in variants:
+        for name, value in settings.items():
+            setattr(trainer, name, value)
+        trainer._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        grads = [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+        results.append((loss.item(), grads, dict(trainer._metrics["train"])))
+    (loss0, grads0, logs0), *others = results
+    for settings, (loss, grads, logs) in zip(variants[1:], others):
+        assert loss == pytest.approx(loss0, rel=1e-5, abs=1e-6), settings
+        assert len(grads0) == len(grads)
+        for a, b in zip(grads0, grads):  # float32 sums in another order: ~1e-6 of the tensor's scale
+            assert (a - b).abs().max() <= 2e-5 * a.abs().max(), settings
+        assert logs0.keys() == logs.keys() and "rewards/chosen" in logs0
+        for key in logs0:
+            assert logs[key] == pytest.approx(logs0[key], rel=1e-4, abs=1e-5), (settings, key)
+
+
+def pair_batch(trainer, n=12):
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(n)])
+    lengths = batch["attention_mask"].sum(1)
+    assert lengths.min() < lengths.max()  # there is padding to save
+    return batch
+
+
 @pytest.mark.parametrize("method", ["spot_bco", "dpo", "sft_plus", "dft", "rft"])
 def test_length_groups_change_no_loss_gradient_or_reward(method, tiny_profile, tok, tmp_path):
     """Forwards over similar-length groups (training.length_group_rows) compute what one padded
@@ -292,29 +328,32 @@ def test_length_groups_change_no_loss_gradient_or_reward(method, tiny_profile, t
     setup(tiny_profile, method, steps=1)
     trainer = training.build_trainer(method, make_records(tok, method, n=12), tiny_profile, tmp_path / method,
                                      model=base(tiny_profile, tok), tokenizer=tok, progress=False)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(12)])
-    lengths = batch["attention_mask"].sum(1)
-    assert lengths.min() < lengths.max()  # there is padding to save
-    torch.manual_seed(0)
-    with torch.no_grad():  # move the policy off the reference: rewards are then far from 0 (and their signs stable)
-        for p in trainer.model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    results = []
-    for group_rows in (0, 3):
-        trainer.group_rows, trainer._metrics = group_rows, {"train": defaultdict(list), "eval": defaultdict(list)}
-        trainer.model.zero_grad()
-        loss = trainer.compute_loss(trainer.model, batch)
-        loss.backward()
-        grads = [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
-        results.append((loss.item(), grads, dict(trainer._metrics["train"])))
-    (loss0, grads0, logs0), (loss3, grads3, logs3) = results
-    assert loss3 == pytest.approx(loss0, rel=1e-5, abs=1e-6)
-    assert len(grads0) == len(grads3)
-    for a, b in zip(grads0, grads3):  # float32 sums in another order: ~1e-6 of the tensor's scale
-        assert (a - b).abs().max() <= 2e-5 * a.abs().max()
-    assert logs0.keys() == logs3.keys() and "rewards/chosen" in logs0
-    for key in logs0:
-        assert logs3[key] == pytest.approx(logs0[key], rel=1e-4, abs=1e-5), key
+    forward_variants_agree(trainer, pair_batch(trainer), [{"group_rows": 0}, {"group_rows": 3}])
+
+
+@pytest.mark.parametrize("method", ["spot_bco", "spot_bce", "dpo", "reward_sft"])
+def test_shared_prefix_changes_no_loss_gradient_or_reward(method, tiny_profile, tok, tmp_path):
+    """One packed row per pair (training.shared_prefix) computes what two rows per pair compute, alone
+    and in length groups."""
+    setup(tiny_profile, method, steps=1).training.shared_prefix = True
+    trainer = training.build_trainer(method, make_records(tok, method, n=12), tiny_profile, tmp_path / method,
+                                     model=base(tiny_profile, tok), tokenizer=tok, progress=False)
+    assert trainer.shared_prefix
+    forward_variants_agree(trainer, pair_batch(trainer), [{"shared_prefix": False, "group_rows": 0},
+                                                          {"shared_prefix": True, "group_rows": 0},
+                                                          {"shared_prefix": True, "group_rows": 3}])
+
+
+def test_shared_prefix_is_for_pair_methods_and_sdpa(tiny_profile, tok, tmp_path):
+    setup(tiny_profile, "sft_plus", steps=1).training.shared_prefix = True
+    trainer = training.build_trainer("sft_plus", make_records(tok, "sft_plus", n=4), tiny_profile, tmp_path / "a",
+                                     model=base(tiny_profile, tok), tokenizer=tok, progress=False)
+    assert not trainer.shared_prefix  # trains on y+ alone: its passes stay on separate rows
+    model = base(tiny_profile, tok)
+    model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="training.shared_prefix needs an attention kernel"):
+        training.build_trainer("dpo", make_records(tok, "dpo", n=4), tiny_profile, tmp_path / "b", model=model,
+                               tokenizer=tok, progress=False)
 
 
 def test_reference_pass_in_length_groups_equals_trls(tiny_profile, tok, tmp_path, monkeypatch):
@@ -322,11 +361,14 @@ def test_reference_pass_in_length_groups_equals_trls(tiny_profile, tok, tmp_path
     calls, groups = [], training.length_groups
     monkeypatch.setattr(training, "length_groups", lambda *a: calls.append(a[2]) or groups(*a))
     columns = {}
-    for group_rows in (0, 3):  # 0: TRL's own compute_ref_log_probs
-        tiny_profile.training.length_group_rows = group_rows
+    for group_rows, shared in ((0, False), (3, False), (0, True), (3, True)):  # 0, False: TRL's own method
+        tiny_profile.training.length_group_rows, tiny_profile.training.shared_prefix = group_rows, shared
         trainer = training.build_trainer("dpo", make_records(tok, "dpo", n=12), tiny_profile, tmp_path / str(group_rows),
                                          model=base(tiny_profile, tok), tokenizer=tok, progress=False)
-        columns[group_rows] = torch.tensor([trainer.train_dataset["ref_chosen_logps"],
-                                            trainer.train_dataset["ref_rejected_logps"]])
+        columns[group_rows, shared] = torch.tensor([trainer.train_dataset["ref_chosen_logps"],
+                                                    trainer.train_dataset["ref_rejected_logps"]])
     assert calls and set(calls) == {3}  # the grouped pass ran (TRL's own does not group)
-    assert torch.allclose(columns[0], columns[3], rtol=1e-5, atol=1e-4) and (columns[0] != 0).all()
+    trl = columns[0, False]
+    assert (trl != 0).all()
+    for key, column in columns.items():
+        assert torch.allclose(column, trl, rtol=1e-5, atol=1e-4), key
