@@ -21,7 +21,8 @@ KEY = "test-key-0a1b2c3d4e5f"
 TINY_HASHES = {"name": "cea20a1e01094dac", "seed": "de7d7744ccd7722e", "run_dir": "1fec597a6751b456",
                "model": "7b501341ec1f7d9f", "world": "56f86705b29b273c", "pretrain": "468c1f200aed3de7",
                "generation": "314f90dbe6a31b86", "eval": "a18345bfca881d3b", "rectification": "5cbdfebd2e7aac31",
-               "training": "b206fee9f8a5cd8e", "experiments": "9c04a789c3b7fdb7"}
+               # training.shared_prefix and experiments.workers re-keyed the post-training runs (same numbers)
+               "training": "08c5a6a0f97cf4e6", "experiments": "84a33e74b9ce584d"}
 GEMINI_THINKING = {"google": {"thinking_config": {"thinking_budget": 16384, "include_thoughts": True}}}
 
 
