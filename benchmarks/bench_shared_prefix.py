@@ -40,6 +40,7 @@ from spot_utils.data import read_jsonl  # noqa: E402
 from spot_utils.environment import cpu_model  # noqa: E402
 from spot_utils.modeling import build_char_tokenizer, build_tiny_model  # noqa: E402
 from spot_utils.pretrain import base_dir, load_base  # noqa: E402
+from spot_utils.rectify import common_prefix_length  # noqa: E402
 
 BATCHES, ROUNDS = 8, 3
 RESULTS = ROOT / "benchmarks" / "results.json"
@@ -102,7 +103,7 @@ def pair_lengths(trainer, records):
     out = []
     for row in trainer.train_dataset.select(range(len(records))):
         p, c, r = row["prompt_ids"], row["chosen_ids"], row["rejected_ids"]
-        common = shared_prefix.common_prefix_length(torch.tensor(c), torch.tensor(r))
+        common = common_prefix_length(c, r)
         out.append((len(p), len(c), len(r), common))
     return out
 

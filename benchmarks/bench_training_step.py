@@ -25,7 +25,8 @@ from spot_utils.config import load_profile  # noqa: E402
 from spot_utils.data import read_jsonl  # noqa: E402
 from spot_utils.evaluation import evaluate_profile  # noqa: E402
 from spot_utils.modeling import build_char_tokenizer, build_tiny_model  # noqa: E402
-from spot_utils.pretrain import base_dir, load_base, prompt_text  # noqa: E402
+from spot_utils.modeling import prompt_text  # noqa: E402
+from spot_utils.pretrain import base_dir, load_base  # noqa: E402
 
 BATCHES, REPEATS = 6, 3
 

@@ -15,7 +15,7 @@ from typing import Sequence, Union
 
 import torch
 
-from .pretrain import prompt_text
+from .modeling import prompt_text
 from .progress import progress as progress_bar
 
 Prompt = Union[str, list]  # a question string, or a full list of chat messages

@@ -2,7 +2,8 @@
 
 Both are real `transformers` objects, saved with `save_pretrained` and reloaded with the same
 AutoTokenizer / AutoModelForCausalLM calls that load Qwen3-8B, so every later stage (generation,
-training, evaluation) is one code path for the tiny and the paper profiles.
+training, evaluation) is one code path for the tiny and the paper profiles. `prompt_text` formats a
+question as any of these models is prompted (its chat template, ending where the assistant writes).
 """
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}" + ASSISTANT + "{%- endif -%}"
 )
+
+
+def prompt_text(tokenizer, question: str, system: str | None = None, enable_thinking: bool = False) -> str:
+    """The chat-formatted prompt ending where the assistant starts writing (same call for every model)."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                         enable_thinking=enable_thinking)
 
 
 def build_char_tokenizer() -> PreTrainedTokenizerFast:

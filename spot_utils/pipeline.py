@@ -27,10 +27,11 @@ from .data import DataError, read_jsonl, write_jsonl, write_pairs
 from .environment import repo_relative
 from .generation import generate, stage_engine
 from .math_grader import grade_math
+from .modeling import prompt_text
 from .oracle import OpenAIOracle, SymbolicOracle, direct_solve_messages, rectification_messages
 from .oracle import DEFAULT_ANSWER_FORMAT
 from .oracle_server import start_server
-from .pretrain import base_config_hash, prompt_text
+from .pretrain import base_config_hash
 from .rectify import change_ratio, common_prefix_length
 
 

@@ -20,7 +20,9 @@ import torch
 from . import world
 from .config import Profile
 from .environment import warn_if_numerics_unpinned
-from .modeling import build_char_tokenizer, build_tiny_model, count_parameters, load_model, save_model
+from .evaluation import greedy_accuracy
+from .modeling import (build_char_tokenizer, build_tiny_model, count_parameters, load_model, prompt_text,
+                       save_model)
 from .progress import progress as progress_bar
 
 IGNORE = -100
@@ -31,13 +33,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def prompt_text(tokenizer, question: str, system: str | None = None, enable_thinking: bool = False) -> str:
-    """The chat-formatted prompt ending where the assistant starts writing (same call for every model)."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                         enable_thinking=enable_thinking)
 
 
 def encode_pair(tokenizer, question: str, answer: str) -> tuple[list[int], list[int]]:
@@ -108,7 +103,6 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
             meta["reused"] = True
             return meta
 
-    from .evaluation import greedy_accuracy  # local: evaluation -> generation -> pretrain
 
     cfg, wcfg = profile.pretrain, profile.world
     torch.set_num_threads(cfg.threads)

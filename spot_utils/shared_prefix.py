@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .rectify import common_prefix_length
+
 IGNORE = -100                      # transformers' "no target here"
 MASK_KERNELS = ("sdpa", "eager")   # attention implementations that take a 4D block mask as given
 
@@ -51,13 +53,6 @@ class PackedPairs:
         return (token_logps * self.chosen).sum(dim=1), (token_logps * self.rejected).sum(dim=1)
 
 
-def common_prefix_length(a: torch.Tensor, b: torch.Tensor) -> int:
-    """How many leading tokens the 1-D sequences a and b have in common."""
-    n = min(len(a), len(b))
-    differ = (a[:n] != b[:n]).nonzero()
-    return int(differ[0]) if len(differ) else n
-
-
 def _real_length(attention_mask_row: torch.Tensor, row: int) -> int:
     length = int(attention_mask_row.sum())
     if not bool(attention_mask_row[:length].all()):
@@ -74,7 +69,7 @@ def pair_spans(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[tu
     spans = []
     for i in range(pairs):
         n, m = _real_length(attention_mask[i], i), _real_length(attention_mask[pairs + i], pairs + i)
-        spans.append((n, m, common_prefix_length(input_ids[i, :n], input_ids[pairs + i, :m])))
+        spans.append((n, m, common_prefix_length(input_ids[i, :n].tolist(), input_ids[pairs + i, :m].tolist())))
     return spans
 
 

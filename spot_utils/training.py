@@ -50,7 +50,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from . import losses, shared_prefix, world
 from .config import METHODS, REPO_ROOT, Profile
 from .data import read_jsonl
-from .pretrain import prompt_text
+from .modeling import prompt_text
 
 PAIR_METHODS = losses.PAIR_LOSSES                   # dpo, reward_sft, spot_bce, spot_bco
 TOKEN_METHODS = ("sft", "rft", "sft_plus", "dft")

@@ -11,7 +11,7 @@ from spot_utils import analysis, arithmetic, experiments, tuning
 from spot_utils.config import METHODS, REPO_ROOT, ConfigError, load_profile
 from spot_utils.data import read_jsonl, write_jsonl
 from spot_utils.modeling import build_char_tokenizer, build_tiny_model
-from spot_utils.pretrain import prompt_text
+from spot_utils.modeling import prompt_text
 
 
 def fake_rectification_output(profile, n_pairs=10, n_all=12, n_correct=20):

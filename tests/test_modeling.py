@@ -65,3 +65,14 @@ def test_attention_kernel_choice(tmp_path):
         model, _ = load_model(tmp_path, attn_implementation=asked)
         assert model.config._attn_implementation == ran  # which kernel ran: what notebook 00 prints
 
+
+
+def test_generation_and_evaluation_do_not_import_pretraining():
+    """No import circle: pretrain uses evaluation (its probe), evaluation uses generation, and neither of
+    those needs pretrain (prompt_text lives in modeling, with the tokenizer and chat template)."""
+    import subprocess
+    import sys
+
+    code = "import sys, spot_utils.evaluation; print('spot_utils.pretrain' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

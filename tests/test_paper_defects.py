@@ -8,7 +8,7 @@ import torch
 from spot_utils import experiments, tables, training
 from spot_utils.config import load_profile
 from spot_utils.modeling import build_char_tokenizer, build_tiny_model
-from spot_utils.pretrain import prompt_text
+from spot_utils.modeling import prompt_text
 
 
 def records(tok, n=4):

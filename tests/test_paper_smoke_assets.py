@@ -79,7 +79,7 @@ def test_chat_template_renders_qwen3_non_thinking_prompt(tokenizer):
 
 
 def test_chat_template_through_the_pipelines_prompt_call(tokenizer):
-    from spot_utils.pretrain import prompt_text
+    from spot_utils.modeling import prompt_text
 
     assert prompt_text(tokenizer, "Compute $3 \\times 4$.", enable_thinking=False) == (
         "<|im_start|>user\nCompute $3 \\times 4$.<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")

@@ -7,7 +7,7 @@ from spot_utils import arithmetic, pipeline
 from spot_utils.data import read_jsonl, read_pairs
 from spot_utils.modeling import build_char_tokenizer
 from spot_utils.oracle import SymbolicOracle, direct_solve_messages, parse_corrected, rectification_messages
-from spot_utils.pretrain import prompt_text
+from spot_utils.modeling import prompt_text
 
 
 def corrupt(rng, p):

@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 from spot_utils import arithmetic, losses, training, world
 from spot_utils.config import METHODS, REPO_ROOT, ConfigError, load_profile
 from spot_utils.modeling import build_char_tokenizer, build_tiny_model
-from spot_utils.pretrain import prompt_text
+from spot_utils.modeling import prompt_text
 
 N_EXAMPLES = 32
 

@@ -14,7 +14,7 @@ from spot_utils import experiments, losses, training
 from spot_utils.config import ConfigError, load_profile
 from spot_utils.data import read_jsonl, write_jsonl
 from spot_utils.modeling import build_char_tokenizer, build_tiny_model
-from spot_utils.pretrain import prompt_text
+from spot_utils.modeling import prompt_text
 
 TOKEN_METHODS = ("sft", "rft", "sft_plus", "dft")
 VOCAB = 8192  # the scratch model's head: wide next to its width (32), so the logits dwarf every other tensor
