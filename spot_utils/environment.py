@@ -21,19 +21,23 @@ from .config import REPO_ROOT
 NUMERICS_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "2"}
 
 
+def _cpuinfo() -> str:
+    """/proc/cpuinfo's text ("" where there is none, e.g. macOS)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_vector_extensions() -> str:
     """The widest of AVX-512 / AVX2 this CPU offers (Linux), else the machine name (e.g. aarch64)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.machine()
+    flags = _cpuinfo()
     return "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else platform.machine())
 
 
 def cpu_model() -> str:
     """The CPU's model name (Linux /proc/cpuinfo; elsewhere what platform knows), for benchmark records."""
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+    for line in _cpuinfo().splitlines():
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()

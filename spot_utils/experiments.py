@@ -258,7 +258,7 @@ def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int 
         return evaluate_run_later(profile, spec, group, split, data)
 
     p = spec.profile(profile)
-    model, tokenizer = load_base(profile) if profile.is_tiny else training._load_policy(profile)
+    model, tokenizer = load_base(profile) if profile.is_tiny else training._load_policy(profile, spec.method)
     tests = world.test_sets(profile.world, profile.seed)
     callbacks = []
     if profile.experiments.probe_every and spec.method in profile.experiments.probe_methods:

@@ -522,7 +522,7 @@ def build_trainer(method: str, data, profile: Profile, output_dir: str | Path, m
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     records = read_jsonl(data) if isinstance(data, (str, Path)) else list(data)
     if model is None:
-        model, tokenizer = _load_policy(profile)
+        model, tokenizer = _load_policy(profile, method)
     else:
         if tokenizer is None:
             raise ValueError("pass tokenizer= together with model=")
@@ -627,7 +627,7 @@ def _quiet_datasets(quiet: bool):
             datasets.enable_progress_bars()
 
 
-def _load_policy(profile: Profile):
+def _load_policy(profile: Profile, method: str | None = None):
     from .modeling import attention_implementation, load_model
     from .pretrain import load_base
 
@@ -635,10 +635,11 @@ def _load_policy(profile: Profile):
         return load_base(profile)
     # On CPU: the Trainer / DeepSpeed places the weights (one GPU per process), not us. The attention
     # kernel is chosen for where training runs (FlashAttention-2 on a GPU when installed).
-    # With training.shared_prefix, "auto" means SDPA: FlashAttention-2 takes no block mask, and on CUDA SDPA
-    # runs a block mask on its memory-efficient kernel (an explicit flash_attention_2 fails in SPoTTrainer).
+    # A pair method with training.shared_prefix takes SDPA for "auto": FlashAttention-2 takes no block mask,
+    # and on CUDA SDPA runs one on its memory-efficient kernel (an explicit flash_attention_2 fails in
+    # SPoTTrainer). The token methods run on plain rows and keep FlashAttention-2.
     requested = profile.model.attn_implementation
-    if profile.training.shared_prefix and requested == "auto":
+    if profile.training.shared_prefix and method in PAIR_METHODS and requested == "auto":
         requested = "sdpa"
     return load_model(profile.model.location, dtype=profile.model.dtype, device="cpu",
                       attn_implementation=attention_implementation(

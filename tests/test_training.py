@@ -372,3 +372,18 @@ def test_reference_pass_in_length_groups_equals_trls(tiny_profile, tok, tmp_path
     assert (trl != 0).all()
     for key, column in columns.items():
         assert torch.allclose(column, trl, rtol=1e-5, atol=1e-4), key
+
+
+def test_only_shared_prefix_pair_runs_trade_flash_attention_for_sdpa(monkeypatch):
+    """A paper profile's "auto" kernel (FlashAttention-2 on a GPU box) becomes SDPA only where the block
+    mask is used: pair methods with training.shared_prefix. Token methods keep what "auto" picks."""
+    from spot_utils import modeling
+
+    monkeypatch.setattr(modeling, "attention_implementation", lambda requested, device: requested)
+    monkeypatch.setattr(modeling, "load_model", lambda *a, attn_implementation, **kw: attn_implementation)
+    paper = load_profile("paper")
+    assert paper.model.attn_implementation == "auto" and paper.training.shared_prefix
+    assert training._load_policy(paper, "spot_bco") == "sdpa"
+    assert training._load_policy(paper, "sft") == "auto"
+    paper.training.shared_prefix = False
+    assert training._load_policy(paper, "spot_bco") == "auto"
