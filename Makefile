@@ -20,18 +20,19 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 # Pinned CPU numerics: the same bits on every x86-64 CPU with AVX2, Intel or AMD. torch runs its AVX2
-# kernels (an AVX-512 CPU would otherwise pick others); MKL takes its COMPATIBLE branch, the one Intel
-# documents as the same on Intel and non-Intel CPUs (on AMD, MKL ignores every other branch and its own
-# path trained another base than Intel's AVX2 branch); and 2 threads wherever a step does not set its
-# own count, since MKL's sums depend on it. Read when torch loads.
+# kernels (an AVX-512 CPU would otherwise pick others); the tiny model's matrix products run on numpy's
+# OpenBLAS held to its Haswell (AVX2) kernels and one thread, not on MKL, whose code differs by CPU
+# vendor whatever MKL_CBWR says (spot_utils/portable.py); and 2 threads wherever a step does not set its
+# own count, since torch's reductions split by thread. Read when torch and numpy load.
 export ATEN_CPU_CAPABILITY := avx2
-export MKL_CBWR := COMPATIBLE
+export OPENBLAS_CORETYPE := Haswell
+export OPENBLAS_NUM_THREADS := 1
 export OMP_NUM_THREADS := 2
 # No widget progress bars from transformers ("Loading weights") in executed notebooks.
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 # The kernel that notebooks run on carries the same variables, so a notebook opened in JupyterLab
 # computes what `make reproduce` computes.
-KERNEL_ENV := $(foreach v,ATEN_CPU_CAPABILITY MKL_CBWR OMP_NUM_THREADS PYTHONHASHSEED HF_HUB_DISABLE_PROGRESS_BARS TOKENIZERS_PARALLELISM,--env $(v) $($(v)))
+KERNEL_ENV := $(foreach v,ATEN_CPU_CAPABILITY OPENBLAS_CORETYPE OPENBLAS_NUM_THREADS OMP_NUM_THREADS PYTHONHASHSEED HF_HUB_DISABLE_PROGRESS_BARS TOKENIZERS_PARALLELISM,--env $(v) $($(v)))
 # The CPU install's versions: every package, direct and transitive, as they made the committed outputs.
 # GPU=1 (a GPU box, the paper profiles): the `gpu` extra (vLLM, DeepSpeed) with its own lock, whose
 # CUDA torch and transformers are the ones vLLM pins; the CPU torch is never forced there.

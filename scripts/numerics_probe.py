@@ -1,23 +1,30 @@
 """Which CPU operations give other bits on another CPU: one short hash per operation and shape.
 
 Why: environment.numerics_fingerprint says *whether* two machines compute the same training bits; when
-they do not (Intel and AMD under the pins, see README "Reproducibility"), this says *where*. Run it with the
-Makefile's pins on one machine to save its hashes, on the other to compare:
-    ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=2 .venv/bin/python scripts/numerics_probe.py --json > a.json
-    ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=2 .venv/bin/python scripts/numerics_probe.py --compare a.json
+they do not, this says *where*. It probes the operations a portable tiny model runs (spot_utils.portable's
+products, attention, and torch's own kernels). Run it with the Makefile's pins on one machine to save its
+hashes, on the other to compare:
+    ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=2 .venv/bin/python scripts/numerics_probe.py --json > a.json
+    ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=2 .venv/bin/python scripts/numerics_probe.py --compare a.json
 Without an option it prints one line per operation, shape and thread count: the hash of the output bits.
 Inputs are seeded, so equal hashes mean equal bits.
+    .venv/bin/python scripts/numerics_probe.py --settings
+prints the numerics fingerprint under each setting a CPU or a library could change (MKL's branch and CPU
+detection, OpenBLAS's and torch's kernel family): on one machine, what the pins hold and what they must.
 """
 import hashlib
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
+from spot_utils import portable  # noqa: E402
 from spot_utils.environment import NUMERICS_PINS, cpu_model, numerics_fingerprint  # noqa: E402
 
 
@@ -38,14 +45,15 @@ def probes():
     for rows in (1, 37, 64, 651, 1024, 1170):
         for k, n in ((64, 64), (64, 256), (256, 64), (128, 512), (512, 128), (128, 102)):
             x, w = rand(rows, k), rand(n, k)
-            yield f"linear {rows}x{k} @ {k}x{n}", F.linear(x, w)
-            yield f"linear grad_w {n}x{rows} @ {rows}x{k}", rand(rows, n).t() @ x
+            yield f"linear {rows}x{k} @ {k}x{n}", portable.linear(x, w)
+            yield f"linear grad_w {n}x{rows} @ {rows}x{k}", portable.matmul(rand(rows, n).t(), x)
     for b, h, t, d in ((1, 4, 37, 16), (7, 4, 93, 16), (16, 4, 64, 32), (9, 2, 130, 32)):
         q, kk, v = rand(b, h, t, d).requires_grad_(), rand(b, h, t, d).requires_grad_(), rand(b, h, t, d).requires_grad_()
-        out = F.scaled_dot_product_attention(q, kk, v, is_causal=True)
-        out.backward(rand(b, h, t, d))
-        yield f"sdpa causal {b}x{h}x{t}x{d} fwd+bwd", (out, q.grad, kk.grad, v.grad)
-        bmm = q.detach() @ kk.detach().transpose(-1, -2)
+        causal = torch.full((t, t), torch.finfo(torch.float32).min).triu(1)
+        out, _ = portable.attention(SimpleNamespace(num_key_value_groups=1, training=False), q, kk, v, causal, d ** -0.5)
+        out.backward(rand(b, t, h, d))
+        yield f"attention causal {b}x{h}x{t}x{d} fwd+bwd", (out, q.grad, kk.grad, v.grad)
+        bmm = portable.matmul(q.detach(), kk.detach().transpose(-1, -2))
         yield f"bmm {b}x{h}x{t}x{d}", bmm
     x = rand(651, 128)
     yield "softmax 651x128", torch.softmax(x, -1)
@@ -84,7 +92,41 @@ def hashes(threads=(1, 2)) -> dict[str, str]:
     return rows
 
 
+# Each row: what a CPU or a library might change, and the variables that simulate it on this machine.
+SETTINGS = (
+    ("the pins", {}),
+    ("MKL on its AVX2 branch", {"MKL_CBWR": "AVX2"}),
+    ("MKL on its COMPATIBLE branch", {"MKL_CBWR": "COMPATIBLE"}),
+    ("MKL told the CPU is an Intel one", {"MKL_DEBUG_CPU_TYPE": "5"}),
+    ("MKL limited to SSE4.2", {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}),
+    ("oneDNN limited to AVX2", {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    ("OpenBLAS with an AMD Zen's kernels", {"OPENBLAS_CORETYPE": "Zen"}),
+    ("OpenBLAS with an AVX-512 Intel's kernels (unpinned there)", {"OPENBLAS_CORETYPE": "SkylakeX"}),
+    ("OpenBLAS at 2 threads (unpinned)", {"OPENBLAS_NUM_THREADS": "2"}),
+    ("torch's AVX-512 kernels (unpinned, where the CPU has them)", {"ATEN_CPU_CAPABILITY": "avx512"}),
+)
+
+
+def fingerprint_under_settings() -> list[tuple[str, str]]:
+    """(setting, fingerprint at 1 / 2 threads), each in its own process (the variables are read at load)."""
+    code = ("from spot_utils.environment import numerics_fingerprint as f; "
+            "print(f(threads=1), '/', f(threads=2))")
+    rows = []
+    for name, variables in SETTINGS:
+        env = {**os.environ, **NUMERICS_PINS, **variables}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parents[1])
+        rows.append((name, out.stdout.strip()))
+    return rows
+
+
 def main():
+    if "--settings" in sys.argv:
+        rows = fingerprint_under_settings()
+        print(f"{cpu_model()}: numerics fingerprint (1 / 2 threads) under each setting")
+        for name, value in rows:
+            print(f"  {value}  {name}{'' if value == rows[0][1] else '   <- other bits'}")
+        return
     rows = hashes()
     info = {"cpu": cpu_model(), "cpu capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
             **{k: os.environ.get(k, "(unset)") for k in NUMERICS_PINS},

@@ -57,6 +57,9 @@ class ModelConfig:
     # pretrained only. auto: FlashAttention-2 when flash_attn is installed and a GPU is visible (the
     # paper's), else PyTorch SDPA; the scratch model keeps transformers' default
     attn_implementation: str = "auto"
+    # matrix products on OpenBLAS's Haswell kernels instead of MKL (spot_utils.portable): the same bits on
+    # every x86-64 CPU with AVX2, Intel or AMD. float32 on CPU only (the tiny profile)
+    portable_numerics: bool = False
 
     @property
     def location(self) -> str:
@@ -65,7 +68,7 @@ class ModelConfig:
 
     _choices = {"source": ("scratch", "pretrained"), "dtype": ("float32", "bfloat16", "float16"),
                 "attn_implementation": ("auto", "flash_attention_2", "sdpa", "eager")}
-    _hash_when_set = ("attn_implementation",)
+    _hash_when_set = ("attn_implementation", "portable_numerics")
     _positive = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
                  "max_position_embeddings", "rope_theta")
 
@@ -505,6 +508,10 @@ def _check_values(obj, path: Path, lines: dict, prefix: str) -> None:
         _check_feasible(obj, obj.arith_test_steps, obj.test_size_per_tier, prefix + "test_size_per_tier", path, lines)
     if isinstance(obj, TrainingConfig):
         _check_training(obj, path, lines, prefix)
+    if isinstance(obj, ModelConfig) and obj.portable_numerics and (obj.source, obj.dtype) != ("scratch", "float32"):
+        raise ConfigError(f"{_where(path, lines, prefix + 'portable_numerics')}: '{prefix}portable_numerics' is for the "
+                          f"float32 model built here (source: scratch, dtype: float32), got source: {obj.source}, "
+                          f"dtype: {obj.dtype}")
     if isinstance(obj, ExperimentsConfig) and set(obj.probe_methods) - set(METHODS):
         raise ConfigError(f"{_where(path, lines, prefix + 'probe_methods')}: unknown method(s) "
                           f"{sorted(set(obj.probe_methods) - set(METHODS))}; allowed: {', '.join(METHODS)}")

@@ -1,6 +1,6 @@
 """What the notebooks print first: the software and hardware a result was produced on, and whether
-the CPU numerics are pinned so that the tiny profile's numbers are the same on every Intel x86-64 CPU
-(AMD computes other bits despite the pins: README, "Reproducibility")."""
+the CPU numerics are pinned so that the tiny profile's numbers are the same on every x86-64 CPU with
+AVX2 (README, "Reproducibility"), and a fingerprint of those numerics to compare machines by."""
 from __future__ import annotations
 
 import os
@@ -10,15 +10,15 @@ from pathlib import Path
 
 from .config import REPO_ROOT
 
-# torch picks AVX-512 kernels and MKL its own code path where the CPU has AVX-512, so float sums (and
-# from the first training step on, every number) differ from an AVX2 machine; and MKL's branches other
-# than COMPATIBLE exist only on Intel (AMD runs its own path). These variables make every Intel x86-64
-# CPU with AVX2 compute the same bits: AVX2 kernels in torch, MKL's COMPATIBLE branch, and a fixed thread
-# count where a step does not set its own (COMPATIBLE's sums depend on it). An AMD EPYC with them still
-# computes other bits (numerics_fingerprint; scripts/numerics_probe.py finds where). They are read when
-# torch loads: the Makefile and the Jupyter kernel `make setup` registers set them; a library cannot set
-# them for a process already running.
-NUMERICS_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "2"}
+# What makes every x86-64 CPU with AVX2, Intel or AMD, compute the tiny profile's bits. torch would pick
+# AVX-512 kernels where the CPU has them, so its own kernels are held to AVX2; the matrix products of a
+# portable model (spot_utils.portable) run on OpenBLAS, held to its Haswell (AVX2) kernels and to one
+# thread (a second OpenBLAS thread, started at load, spins against torch's: pretraining ran 6x slower),
+# never on MKL, which chooses its code by CPU vendor; and torch runs 2 threads wherever a step does not set its own
+# count (its reductions split by thread). They are read when torch and numpy load: the Makefile and the
+# Jupyter kernel `make setup` registers set them; a library cannot set them for a process already running.
+NUMERICS_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_NUM_THREADS": "1",
+                 "OMP_NUM_THREADS": "2"}
 
 
 def _cpuinfo() -> str:
@@ -54,6 +54,12 @@ def numerics_problems() -> list[str]:
     kernels = torch.backends.cpu.get_cpu_capability()
     if kernels not in ("AVX2", "DEFAULT"):
         problems.append(f"torch runs {kernels} kernels (want AVX2; set the variable before torch is imported)")
+    from .portable import CORETYPE, openblas_coretype
+
+    blas = openblas_coretype()
+    if blas != CORETYPE:
+        problems.append(f"numpy's OpenBLAS runs {blas} kernels (want {CORETYPE}; set OPENBLAS_CORETYPE before "
+                        "numpy is imported)")
     return problems
 
 
@@ -72,6 +78,8 @@ def environment_report() -> dict[str, str]:
     import transformers
     import trl
 
+    from .portable import openblas_coretype
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {
         "python": platform.python_version(),
@@ -80,6 +88,7 @@ def environment_report() -> dict[str, str]:
         "torch threads": str(torch.get_num_threads()),
         "cpu vector extensions": cpu_vector_extensions(),
         "torch CPU kernels": torch.backends.cpu.get_cpu_capability(),
+        "OpenBLAS kernels (numpy)": str(openblas_coretype()),
         **{k: os.environ.get(k, "(unset)") for k in NUMERICS_PINS},
         "gpu": gpu,
         "torch": torch.__version__,
@@ -123,8 +132,9 @@ def repo_relative(path) -> str:
 
 
 def numerics_fingerprint(threads: int = 1) -> str:
-    """A short hash of the bits of a few training steps: a small Qwen3 (ModelConfig's defaults), seeded
-    weights and data, batches of several shapes (BLAS picks its blocking by shape, so one shape could
+    """A short hash of the bits of a few training steps: a small portable Qwen3 (ModelConfig's defaults,
+    spot_utils.portable's kernels, as the tiny profile runs), seeded weights and data, batches of several
+    shapes (BLAS picks its blocking by shape, so one shape could
     agree where another does not), AdamW steps, `threads` torch threads (post-training runs use 1,
     pretraining 2). Two machines with the same fingerprint compute the same numbers; notebook 00 shows it
     and nbval checks it, so a CPU whose bits differ despite the pins is named at once instead of through
@@ -140,7 +150,7 @@ def numerics_fingerprint(threads: int = 1) -> str:
     torch.set_num_threads(threads)
     try:
         tokenizer = build_char_tokenizer()
-        model = build_tiny_model(ModelConfig(), tokenizer, seed=0)
+        model = build_tiny_model(ModelConfig(portable_numerics=True), tokenizer, seed=0)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         generator = torch.Generator().manual_seed(0)
         digest = hashlib.sha256()

@@ -339,12 +339,22 @@ def reference_cache(profile: Profile) -> Path:
     return profile.runs / "cache" / "ref_logps"
 
 
+def reference_entry(profile: Profile, spec: RunSpec) -> tuple[str, str]:
+    """Which reference log-prob entry a run reads: its data set, and how pairs go through the model (one
+    packed row per pair for a pair method under training.shared_prefix, plain rows otherwise: another
+    forward rounds differently, so it is another entry)."""
+    from .training import PAIR_METHODS
+
+    packed = profile.training.shared_prefix and spec.method in PAIR_METHODS
+    return spec.data, "shared_prefix" if packed else "rows"
+
+
 def reference_pass(profile: Profile, spec: RunSpec, group: str = "train", threads: int | None = None,
                    data: dict[str, Path] | None = None) -> None:
-    """Fill the reference log-prob cache for spec's data set (TRL's one reference pass), without
-    training. Every method and seed on a data set shares the entry (the tokenised data does not
-    depend on the method), so run_grid does this once per data set before that data set's runs
-    start: two parallel runs never compute the same entry."""
+    """Fill the reference log-prob cache for spec's entry (TRL's one reference pass), without training.
+    Every method and seed with the same reference_entry shares it (the tokenised data does not depend
+    on the method), so run_grid does this once per entry before that entry's runs start: two parallel
+    runs never compute the same entry."""
     import torch
 
     from . import training
@@ -433,19 +443,19 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
         from .losses import PAIR_LOSSES  # pair methods train on y+ and y-: the longest runs go first
 
         todo.sort(key=lambda s: s.method not in PAIR_LOSSES)
-        first_of_data = {}  # data set -> its first run, in todo order (the longest runs' data first)
+        first_of_entry = {}  # reference entry -> its first run, in todo order (the longest runs' data first)
         for spec in todo:
-            first_of_data.setdefault(spec.data, spec)
+            first_of_entry.setdefault(reference_entry(profile, spec), spec)
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            # One reference pass per data set (a cached one returns at once); a data set's runs are queued
-            # when its pass is done, behind the passes still waiting, so no worker idles and no two
-            # workers compute the same entry.
-            passes = {pool.submit(_reference_worker, (profile, s, group, data)): name for name, s in first_of_data.items()}
+            # One reference pass per entry (a cached one returns at once); an entry's runs are queued when
+            # its pass is done, behind the passes still waiting, so no worker idles and no two workers
+            # compute the same entry.
+            passes = {pool.submit(_reference_worker, (profile, s, group, data)): key for key, s in first_of_entry.items()}
             futures = {}
             for done in as_completed(passes):
                 done.result()
                 for spec in todo:
-                    if spec.data == passes[done]:
+                    if reference_entry(profile, spec) == passes[done]:
                         futures[pool.submit(_worker, (profile, spec, group, split, data))] = spec
             for future in as_completed(futures):
                 results[futures[future]] = future.result()

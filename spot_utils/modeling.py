@@ -15,6 +15,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen3Config,
                           Qwen3ForCausalLM)
 
+from . import portable
 from .config import ModelConfig
 
 PAD, UNK, SYSTEM, USER, ASSISTANT, END = "<|pad|>", "<|unk|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
@@ -73,7 +74,7 @@ def build_tiny_model(cfg: ModelConfig, tokenizer, seed: int = 0) -> Qwen3ForCaus
     model = Qwen3ForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return model
+    return portable.make_portable(model) if cfg.portable_numerics else model
 
 
 def count_parameters(model) -> int:
@@ -107,11 +108,14 @@ def attention_implementation(requested: str = "auto", device: str = "cpu") -> st
 def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu", attn_implementation: str | None = None):
     """Load (model, tokenizer) with the Auto* classes, as for any hub checkpoint. attn_implementation:
     None keeps transformers' default (the tiny model); otherwise see attention_implementation. The
-    kernel that ran is model.config._attn_implementation."""
+    kernel that ran is model.config._attn_implementation. A model saved portable (spot_utils.portable,
+    the tiny profile's) loads portable."""
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"  # decoder-only batched generation pads on the left
     kwargs = {} if attn_implementation is None else {
         "attn_implementation": attention_implementation(attn_implementation, device)}
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), **kwargs).to(device)
+    if portable.is_portable(model):
+        portable.make_portable(model)
     model.eval()
     return model, tokenizer

@@ -33,7 +33,7 @@ import torch
 from .rectify import common_prefix_length
 
 IGNORE = -100                      # transformers' "no target here"
-MASK_KERNELS = ("sdpa", "eager")   # attention implementations that take a 4D block mask as given
+MASK_KERNELS = ("sdpa", "eager", "portable")   # attention implementations that take a 4D block mask as given
 
 
 @dataclass
@@ -123,9 +123,9 @@ def pack_pairs(input_ids: torch.Tensor, attention_mask: torch.Tensor, completion
 
 
 def model_mask(mask: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
-    """The block mask as the model's attention takes it: boolean for SDPA, additive for eager."""
+    """The block mask as the model's attention takes it: boolean for SDPA, additive for eager and portable."""
     check_attention(attn_implementation)
-    if attn_implementation == "eager":
+    if attn_implementation in ("eager", "portable"):
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
     return mask
 

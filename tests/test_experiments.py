@@ -110,6 +110,7 @@ def test_run_grid_trains_evaluates_and_caches(tiny_profile):
 
 @pytest.mark.slow
 def test_reference_pass_is_shared_by_methods_and_seeds(tiny_profile):
+    assert tiny_profile.training.shared_prefix
     from spot_utils.pretrain import pretrain_base
 
     fake_rectification_output(tiny_profile)
@@ -119,11 +120,14 @@ def test_reference_pass_is_shared_by_methods_and_seeds(tiny_profile):
     experiments.reference_pass(tiny_profile, experiments.RunSpec("dpo", "pairs", 0), threads=1)
     entries = {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")}
     assert len(entries) == 1
-    experiments.reference_pass(tiny_profile, experiments.RunSpec("sft_plus", "pairs", 2), threads=1)
     experiments.run_one(tiny_profile, experiments.RunSpec("spot_bce", "pairs", 1), threads=1)
     assert {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")} == entries  # read, never recomputed
+    experiments.reference_pass(tiny_profile, experiments.RunSpec("sft_plus", "pairs", 2), threads=1)
+    assert len(list(cache.glob("*.pt"))) == 2  # a token method scores pairs as plain rows: its own entry
+    experiments.reference_pass(tiny_profile, experiments.RunSpec("dft", "pairs", 0), threads=1)
+    assert len(list(cache.glob("*.pt"))) == 2  # ... shared by every token method
     experiments.reference_pass(tiny_profile, experiments.RunSpec("dpo", "half", 0), threads=1)
-    assert len(list(cache.glob("*.pt"))) == 2  # another data set: its own entry
+    assert len(list(cache.glob("*.pt"))) == 3  # another data set: its own entry
 
 
 @pytest.mark.slow

@@ -19,10 +19,10 @@ from spot_utils.oracle_server import start_server
 KEY = "test-key-0a1b2c3d4e5f"
 # every section of the tiny profile, as committed: nothing here may change them
 TINY_HASHES = {"name": "cea20a1e01094dac", "seed": "de7d7744ccd7722e", "run_dir": "1fec597a6751b456",
-               "model": "7b501341ec1f7d9f", "world": "56f86705b29b273c", "pretrain": "468c1f200aed3de7",
+               "model": "d3b35d88f405e1f9", "world": "56f86705b29b273c", "pretrain": "468c1f200aed3de7",
                "generation": "314f90dbe6a31b86", "eval": "a18345bfca881d3b", "rectification": "5cbdfebd2e7aac31",
-               # training.shared_prefix and experiments.workers re-keyed the post-training runs (same numbers)
-               "training": "08c5a6a0f97cf4e6", "experiments": "84a33e74b9ce584d"}
+               # model.portable_numerics re-keyed everything, training.shared_prefix the post-training runs
+               "training": "bf0e0cfcd950d158", "experiments": "84a33e74b9ce584d"}
 GEMINI_THINKING = {"google": {"thinking_config": {"thinking_budget": 16384, "include_thoughts": True}}}
 
 
@@ -140,6 +140,11 @@ def tiny(tmp_path, **overrides):
     return load_profile("tiny", run_dir=str(tmp_path), **overrides)
 
 
+def tiny_on_mkl(tmp_path, **overrides):
+    """The tiny profile as the code that wrote old-format stamps ran it: before portable numerics."""
+    return tiny(tmp_path, **{"model.portable_numerics": False, **overrides})
+
+
 def fill(out):
     """Every kind of file notebook 02 writes, each with its own content."""
     for name in ELICITATION + ORACLE + DERIVED:
@@ -243,28 +248,38 @@ def old_stamp(cfg):
 
 
 def test_an_old_format_stamp_that_matches_keeps_the_files_and_is_upgraded(tmp_path):
-    out = pipeline.data_dir(tiny(tmp_path))
+    out = pipeline.data_dir(tiny_on_mkl(tmp_path))
     fill(out)
-    (out / "stamp.json").write_text(json.dumps(old_stamp(tiny(tmp_path))))
-    _, lines = pipeline.prepare_data_dir(tiny(tmp_path))
+    (out / "stamp.json").write_text(json.dumps(old_stamp(tiny_on_mkl(tmp_path))))
+    _, lines = pipeline.prepare_data_dir(tiny_on_mkl(tmp_path))
     assert lines == ["stamp.json: upgraded from the old format, which matches this profile; files kept"]
     assert kept(out) == set(ELICITATION + ORACLE + DERIVED)
-    assert json.loads((out / "stamp.json").read_text()) == pipeline.data_stamp(tiny(tmp_path))
-    assert pipeline.prepare_data_dir(tiny(tmp_path, **{"rectification.oracle.max_concurrency": 3}))[1] == []
+    assert json.loads((out / "stamp.json").read_text()) == pipeline.data_stamp(tiny_on_mkl(tmp_path))
+    assert pipeline.prepare_data_dir(tiny_on_mkl(tmp_path, **{"rectification.oracle.max_concurrency": 3}))[1] == []
     # an old stamp of other settings: which ones it cannot say, so everything is stale
-    (out / "stamp.json").write_text(json.dumps(old_stamp(tiny(tmp_path, **{"generation.top_p": 0.9}))))
-    lines = pipeline.prepare_data_dir(tiny(tmp_path))[1]
+    (out / "stamp.json").write_text(json.dumps(old_stamp(tiny_on_mkl(tmp_path, **{"generation.top_p": 0.9}))))
+    lines = pipeline.prepare_data_dir(tiny_on_mkl(tmp_path))[1]
     assert "old-format stamp.json of other settings" in lines[0] and kept(out) == set()
+
+
+def test_an_old_format_stamp_is_stale_once_the_model_runs_portable(tmp_path):
+    # data sampled by an MKL-numerics base is not what the portable base would sample: all of it moves aside
+    out = pipeline.data_dir(tiny(tmp_path))
+    fill(out)
+    (out / "stamp.json").write_text(json.dumps(old_stamp(tiny_on_mkl(tmp_path))))
+    _, lines = pipeline.prepare_data_dir(tiny(tmp_path))
+    assert lines[0].startswith("stamp.json: upgraded") and lines[1].startswith("the elicitation is stale (base ")
+    assert kept(out) == set()
 
 
 def test_an_old_format_stamp_then_a_new_setting_moves_only_what_it_changes(tmp_path):
     # the paper profile's caches were stamped before extra_body existed: the elicitation (days of GPU
     # time) stays, the Oracle replies, made without the thinking budget, move aside
-    out = pipeline.data_dir(tiny(tmp_path))
+    out = pipeline.data_dir(tiny_on_mkl(tmp_path))
     fill(out)
-    (out / "stamp.json").write_text(json.dumps(old_stamp(tiny(tmp_path))))
+    (out / "stamp.json").write_text(json.dumps(old_stamp(tiny_on_mkl(tmp_path))))
     gemini = {"rectification.oracle.extra_body": {"extra_body": GEMINI_THINKING}}
-    _, lines = pipeline.prepare_data_dir(tiny(tmp_path, **gemini))
+    _, lines = pipeline.prepare_data_dir(tiny_on_mkl(tmp_path, **gemini))
     assert lines[0].startswith("stamp.json: upgraded")
     assert lines[1].startswith('the Oracle replies are stale (rectification.oracle.extra_body {} -> {"extra_body": ')
     assert kept(out) == set(ELICITATION)

@@ -58,15 +58,15 @@ def test_a_process_started_without_the_pins_is_told_so():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     problems = json.loads(out)
     assert any("ATEN_CPU_CAPABILITY=(unset)" in p for p in problems)
-    assert any("MKL_CBWR=(unset)" in p for p in problems)
+    assert any("OPENBLAS_CORETYPE=(unset)" in p for p in problems)
 
 
 def test_unpinned_numerics_warn_loudly(monkeypatch):
-    monkeypatch.setattr(environment, "numerics_problems", lambda: ["MKL_CBWR=(unset) (want COMPATIBLE)"])
+    monkeypatch.setattr(environment, "numerics_problems", lambda: ["OPENBLAS_CORETYPE=(unset) (want Haswell)"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         environment.warn_if_numerics_unpinned()
-    assert len(caught) == 1 and "not pinned" in str(caught[0].message) and "MKL_CBWR=COMPATIBLE" in str(caught[0].message)
+    assert len(caught) == 1 and "not pinned" in str(caught[0].message) and "OPENBLAS_CORETYPE=Haswell" in str(caught[0].message)
 
 
 def test_this_process_runs_pinned():  # make unit exports the pins; a bare pytest run is told why this fails

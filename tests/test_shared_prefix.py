@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from spot_utils import shared_prefix
+from spot_utils import portable, shared_prefix
 from spot_utils.config import load_profile
 from spot_utils.modeling import build_char_tokenizer, build_tiny_model
 
@@ -71,8 +71,9 @@ def gradients(model, logps):
     return {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("build", [tiny_model, lambda: gqa_model("sdpa"), lambda: gqa_model("eager")],
-                         ids=["tiny", "qwen3-gqa-sdpa", "qwen3-gqa-eager"])
+@pytest.mark.parametrize("build", [tiny_model, lambda: gqa_model("sdpa"), lambda: gqa_model("eager"),
+                                   lambda: portable.make_portable(gqa_model("eager"))],
+                         ids=["tiny (portable)", "qwen3-gqa-sdpa", "qwen3-gqa-eager", "qwen3-gqa-portable"])
 def test_shared_prefix_forward_equals_separate_forwards(build):
     model = build().train()
     ids, attention, completion = collate(list(CASES.values()))

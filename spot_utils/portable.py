@@ -1,0 +1,133 @@
+"""Portable CPU numerics: the same training bits on every x86-64 CPU with AVX2, Intel or AMD.
+
+Why: a tiny run is chaotic (one flipped last bit early in pretraining gives another base model), so a
+number reproduces only if every floating-point operation does. torch's own kernels do once they are
+pinned to AVX2 (ATEN_CPU_CAPABILITY=avx2): the same instructions in the same order on any CPU. Its matrix
+products do not: torch hands every float32 GEMM to Intel MKL, which picks a code path per CPU vendor and
+model (even its COMPATIBLE branch trained another base on an AMD EPYC than on an Intel Xeon). A portable
+model therefore does its matrix products, forward and backward, with OpenBLAS (the library numpy ships)
+held to one kernel family by OPENBLAS_CORETYPE=Haswell and to one thread (OPENBLAS_NUM_THREADS=1):
+    y = x @ W^T              (every nn.Linear)
+    s = q @ k^T,  o = p @ v   (attention, the "portable" implementation registered with transformers)
+Everything else (norms, softmax, RoPE, AdamW) stays in torch. A portable model is a plain
+Qwen3ForCausalLM whose config carries `spot_portable: true`; `modeling.load_model` restores it, so a
+saved tiny model loads portable everywhere. Cost: none measurable (OpenBLAS's AVX2 kernels are faster here
+than MKL's COMPATIBLE path); MKL is never called in a portable run (tests/test_portable.py checks it).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+CONFIG_FLAG = "spot_portable"   # the model config's attribute that marks a portable model
+ATTENTION = "portable"          # its attention implementation's name in transformers' registry
+CORETYPE = "Haswell"            # OpenBLAS's kernel family: AVX2 + FMA, present on every AVX2 CPU
+
+
+_openblas = []  # every OpenBLAS loaded in this process (numpy's, and scipy's if imported), via threadpoolctl
+
+
+def _one_blas_thread() -> None:
+    """OpenBLAS at one thread, whatever the machine's core count: its sums depend on the count, and a
+    second BLAS thread only fights torch's threads for the cores. OPENBLAS_NUM_THREADS=1 (a pin) keeps
+    it from ever starting one; this check, a ctypes call per product, holds the count where the pin is
+    missing or something in the process changed it."""
+    global _openblas
+    if not _openblas:
+        from threadpoolctl import ThreadpoolController
+
+        _openblas = ThreadpoolController().select(internal_api="openblas").lib_controllers
+        if not _openblas:
+            raise RuntimeError("portable numerics need numpy built with OpenBLAS (the PyPI wheels are)")
+    for lib in _openblas:
+        if lib.get_num_threads() != 1:
+            lib.set_num_threads(1)
+
+
+def openblas_coretype() -> str | None:
+    """The kernel family numpy's OpenBLAS runs (None without OpenBLAS); portable bits need CORETYPE."""
+    from threadpoolctl import threadpool_info
+
+    found = [i for i in threadpool_info() if i.get("internal_api") == "openblas" and "numpy" in i["filepath"]]
+    return found[0].get("architecture") if found else None
+
+
+def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    _one_blas_thread()
+    return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))
+
+
+class _Matmul(torch.autograd.Function):
+    """a @ b (2-D, or stacked with equal leading dimensions) with both gradients through OpenBLAS."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return _product(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        grad_a = _product(grad, b.transpose(-1, -2)) if ctx.needs_input_grad[0] else None
+        grad_b = _product(a.transpose(-1, -2), grad) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b on portable kernels (CPU tensors, both float32 or both float64 (notebook 01's exact check);
+    no broadcasting of leading dimensions)."""
+    if a.dtype != b.dtype or a.dtype not in (torch.float32, torch.float64) or {a.device.type, b.device.type} != {"cpu"}:
+        raise TypeError(f"portable matmul takes two float32 or two float64 CPU tensors, got {a.dtype}/{a.device} "
+                        f"and {b.dtype}/{b.device}")
+    if a.shape[:-2] != b.shape[:-2]:
+        raise ValueError(f"portable matmul does not broadcast: {tuple(a.shape)} @ {tuple(b.shape)}")
+    return _Matmul.apply(a, b)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear on portable kernels: every leading dimension of x flattened into rows."""
+    y = matmul(x.reshape(-1, x.shape[-1]), weight.t()).reshape(*x.shape[:-1], weight.shape[0])
+    return y if bias is None else y + bias
+
+
+class PortableLinear(nn.Linear):
+    """nn.Linear whose product runs on portable kernels; same parameters, same state dict."""
+
+    def forward(self, x):
+        return linear(x, self.weight, self.bias)
+
+
+def attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """transformers' eager attention (softmax(q k^T * scaling + mask) v, in float32) on portable kernels.
+    Shapes as transformers passes them: query (batch, heads, q, d), key and value (batch, kv_heads, k, d)."""
+    groups = module.num_key_value_groups  # grouped-query attention: each kv head serves `groups` query heads
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    scores = matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask  # additive: 0 where attended, the dtype's minimum elsewhere
+    weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    return matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+AttentionInterface.register(ATTENTION, attention)
+AttentionMaskInterface.register(ATTENTION, eager_mask)  # the additive float mask eager attention takes
+
+
+def make_portable(model):
+    """Switch a float32 CPU model to portable kernels in place (and mark its config, so a saved copy
+    loads portable): every plain nn.Linear becomes a PortableLinear, attention the portable one."""
+    for module in model.modules():
+        if type(module) is nn.Linear:
+            module.__class__ = PortableLinear
+    model.set_attn_implementation(ATTENTION)
+    setattr(model.config, CONFIG_FLAG, True)
+    return model
+
+
+def is_portable(model_or_config) -> bool:
+    config = getattr(model_or_config, "config", model_or_config)
+    return bool(getattr(config, CONFIG_FLAG, False))
