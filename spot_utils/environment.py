@@ -14,9 +14,10 @@ from .config import REPO_ROOT
 # AVX-512 kernels where the CPU has them, so its own kernels are held to AVX2; the matrix products of a
 # portable model (spot_utils.portable) run on OpenBLAS, held to its Haswell (AVX2) kernels and to one
 # thread (a second OpenBLAS thread, started at load, spins against torch's: pretraining ran 6x slower),
-# never on MKL, which chooses its code by CPU vendor; and torch runs 2 threads wherever a step does not set its own
-# count (its reductions split by thread). They are read when torch and numpy load: the Makefile and the
-# Jupyter kernel `make setup` registers set them; a library cannot set them for a process already running.
+# never on MKL, which chooses its code by CPU vendor; and torch runs 2 threads wherever a step does not
+# set its own count (its reductions split by thread). They are read when torch and numpy load: the
+# Makefile and the Jupyter kernel `make setup` registers set them; a library cannot set them for a
+# process already running.
 NUMERICS_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_NUM_THREADS": "1",
                  "OMP_NUM_THREADS": "2"}
 

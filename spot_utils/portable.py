@@ -11,8 +11,9 @@ held to one kernel family by OPENBLAS_CORETYPE=Haswell and to one thread (OPENBL
     s = q @ k^T,  o = p @ v   (attention, the "portable" implementation registered with transformers)
 Everything else (norms, softmax, RoPE, AdamW) stays in torch. A portable model is a plain
 Qwen3ForCausalLM whose config carries `spot_portable: true`; `modeling.load_model` restores it, so a
-saved tiny model loads portable everywhere. Cost: none measurable (OpenBLAS's AVX2 kernels are faster here
-than MKL's COMPATIBLE path); MKL is never called in a portable run (tests/test_portable.py checks it).
+saved tiny model loads portable everywhere. MKL is never called in a portable run (tests/test_portable.py
+checks it). Cost (make bench): at 1 thread, as post-training runs, none against stock torch; at 2 threads,
+as pretraining runs, the products stay on one thread (still faster than MKL's COMPATIBLE branch).
 """
 from __future__ import annotations
 
@@ -118,8 +119,9 @@ AttentionMaskInterface.register(ATTENTION, eager_mask)  # the additive float mas
 
 
 def make_portable(model):
-    """Switch a float32 CPU model to portable kernels in place (and mark its config, so a saved copy
-    loads portable): every plain nn.Linear becomes a PortableLinear, attention the portable one."""
+    """Switch a CPU model (float32; float64 for notebook 01's check) to portable kernels in place, and mark
+    its config so a saved copy loads portable: every plain nn.Linear becomes a PortableLinear, its
+    attention the portable one."""
     for module in model.modules():
         if type(module) is nn.Linear:
             module.__class__ = PortableLinear
