@@ -46,7 +46,7 @@ for threads in (1, 2):
 
 def run(setting: str) -> dict[int, tuple[str, float]]:
     variables, portable = SETTINGS[setting]
-    env = {k: v for k, v in os.environ.items() if k not in {**PINS, "MKL_CBWR": ""}}
+    env = {k: v for k, v in os.environ.items() if k not in set(PINS) | {"MKL_CBWR"}}
     env.update(variables)
     out = subprocess.run([sys.executable, "-c", WORK, "1" if portable else "0"], env=env, cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout

@@ -4,8 +4,10 @@ Why: environment.numerics_fingerprint says *whether* two machines compute the sa
 they do not, this says *where*. It probes the operations a portable tiny model runs (spot_utils.portable's
 products, attention, and torch's own kernels). Run it with the Makefile's pins on one machine to save its
 hashes, on the other to compare:
-    ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=2 .venv/bin/python scripts/numerics_probe.py --json > a.json
-    ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell OMP_NUM_THREADS=2 .venv/bin/python scripts/numerics_probe.py --compare a.json
+    ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=2 \
+        .venv/bin/python scripts/numerics_probe.py --json > a.json
+    ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=2 \
+        .venv/bin/python scripts/numerics_probe.py --compare a.json
 Without an option it prints one line per operation, shape and thread count: the hash of the output bits.
 Inputs are seeded, so equal hashes mean equal bits.
     .venv/bin/python scripts/numerics_probe.py --settings

@@ -55,11 +55,11 @@ def numerics_problems() -> list[str]:
     kernels = torch.backends.cpu.get_cpu_capability()
     if kernels not in ("AVX2", "DEFAULT"):
         problems.append(f"torch runs {kernels} kernels (want AVX2; set the variable before torch is imported)")
-    from .portable import CORETYPE, openblas_coretype
+    from .portable import openblas_coretype
 
-    blas = openblas_coretype()
-    if blas != CORETYPE:
-        problems.append(f"numpy's OpenBLAS runs {blas} kernels (want {CORETYPE}; set OPENBLAS_CORETYPE before "
+    blas, want = openblas_coretype(), NUMERICS_PINS["OPENBLAS_CORETYPE"]
+    if blas != want:
+        problems.append(f"numpy's OpenBLAS runs {blas} kernels (want {want}; set OPENBLAS_CORETYPE before "
                         "numpy is imported)")
     return problems
 

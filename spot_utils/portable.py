@@ -25,7 +25,6 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 CONFIG_FLAG = "spot_portable"   # the model config's attribute that marks a portable model
 ATTENTION = "portable"          # its attention implementation's name in transformers' registry
-CORETYPE = "Haswell"            # OpenBLAS's kernel family: AVX2 + FMA, present on every AVX2 CPU
 
 
 _openblas = []  # every OpenBLAS loaded in this process (numpy's, and scipy's if imported), via threadpoolctl
@@ -49,7 +48,8 @@ def _one_blas_thread() -> None:
 
 
 def openblas_coretype() -> str | None:
-    """The kernel family numpy's OpenBLAS runs (None without OpenBLAS); portable bits need CORETYPE."""
+    """The kernel family numpy's OpenBLAS runs (None without OpenBLAS); portable bits need the pinned one
+    (environment.NUMERICS_PINS["OPENBLAS_CORETYPE"])."""
     from threadpoolctl import threadpool_info
 
     found = [i for i in threadpool_info() if i.get("internal_api") == "openblas" and "numpy" in i["filepath"]]

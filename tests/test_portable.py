@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from spot_utils import portable
 from spot_utils.config import REPO_ROOT, ConfigError, ModelConfig, load_profile
+from spot_utils.environment import NUMERICS_PINS
 from spot_utils.modeling import build_char_tokenizer, build_tiny_model, load_model, save_model
 
 
@@ -115,4 +116,4 @@ def test_a_portable_training_step_and_generation_never_call_mkl():
 
 def test_openblas_runs_the_pinned_kernels():
     # make exports OPENBLAS_CORETYPE=Haswell; without it numpy picks kernels by CPU (SkylakeX on AVX-512)
-    assert portable.openblas_coretype() == portable.CORETYPE
+    assert portable.openblas_coretype() == NUMERICS_PINS["OPENBLAS_CORETYPE"]
