@@ -4,9 +4,8 @@ PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 KERNEL  := spot-repro
-# Run order, not name order: notebook 01 (the analysis of Sec. 3) trains on the pairs notebook 02 makes.
-NOTEBOOKS := $(addprefix notebooks/,00_setup_and_base_model.ipynb 02_oracle_rectification.ipynb \
-	01_implicit_regularization.ipynb 03_spot_training.ipynb 04_results_tables.ipynb)
+# Name order is run order: each notebook reads what the ones before it wrote (README, "Pipeline").
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
 # Jupyter, IPython and matplotlib keep their state in the repo, never in $HOME.
 export JUPYTER_CONFIG_DIR  := $(CURDIR)/.jupyter/config
@@ -22,7 +21,7 @@ export PYTHONHASHSEED := 0
 # Pinned CPU numerics: the same bits on every x86-64 CPU with AVX2, Intel or AMD. torch runs its AVX2
 # kernels (an AVX-512 CPU would otherwise pick others); the tiny model's matrix products run on numpy's
 # OpenBLAS held to its Haswell (AVX2) kernels and one thread, not on MKL, whose code differs by CPU
-# vendor whatever MKL_CBWR says (spot_utils/portable.py); and 2 threads wherever a step does not set its
+# vendor whatever MKL_CBWR says (spot_utils/tiny/portable.py); and 2 threads wherever a step does not set its
 # own count, since torch's reductions split by thread. Read when torch and numpy load.
 export ATEN_CPU_CAPABILITY := avx2
 export OPENBLAS_CORETYPE := Haswell

@@ -1,7 +1,7 @@
 """What the portable CPU numerics cost: the same training work three ways, side by side.
 
 Why: the tiny profile runs portable numerics (spot_utils.environment.NUMERICS_PINS: torch's AVX2 kernels,
-the matrix products on OpenBLAS's Haswell kernels instead of MKL, spot_utils.portable) so that every
+the matrix products on OpenBLAS's Haswell kernels instead of MKL, spot_utils.tiny.portable) so that every
 x86-64 CPU computes the same bits (README, "Reproducibility"). This measures the time on the machine at
 hand against (a) the stock model, unpinned (MKL and torch pick their kernels for this CPU), and (b) the
 earlier attempt, MKL_CBWR=COMPATIBLE with torch's AVX2 kernels (same bits on one vendor only). The
@@ -29,7 +29,7 @@ SETTINGS = {  # name: (environment variables, portable model)
 WORK = """
 import dataclasses, sys, time, torch
 from spot_utils.config import load_profile
-from spot_utils.modeling import build_char_tokenizer, build_tiny_model
+from spot_utils.tiny.model import build_char_tokenizer, build_tiny_model
 profile = load_profile("tiny")
 tok = build_char_tokenizer()
 model = build_tiny_model(dataclasses.replace(profile.model, portable_numerics=sys.argv[1] == "1"), tok, seed=0)

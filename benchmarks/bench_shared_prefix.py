@@ -38,9 +38,10 @@ from spot_utils import shared_prefix, training  # noqa: E402
 from spot_utils.config import load_profile  # noqa: E402
 from spot_utils.data import read_jsonl  # noqa: E402
 from spot_utils.environment import cpu_model  # noqa: E402
-from spot_utils.modeling import build_char_tokenizer, build_tiny_model  # noqa: E402
-from spot_utils.pretrain import base_dir, load_base  # noqa: E402
+from spot_utils.modeling import base_dir  # noqa: E402
 from spot_utils.rectify import common_prefix_length  # noqa: E402
+from spot_utils.tasks import load_base  # noqa: E402
+from spot_utils.tiny.model import build_char_tokenizer, build_tiny_model  # noqa: E402
 
 BATCHES, ROUNDS = 8, 3
 RESULTS = ROOT / "benchmarks" / "results.json"

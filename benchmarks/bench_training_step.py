@@ -1,4 +1,4 @@
-"""One post-training step of the tiny profile, as notebooks 01 and 03 run it (one thread per worker).
+"""One post-training step of the tiny profile, as notebooks 02 and 03 run it (one thread per worker).
 
 Why: those notebooks train 26 runs of ~100 steps on 2 cores, so the step time sets their wall time.
 A micro-batch of 16 pairs is 32 right-padded rows whose longest response sets every row's length;
@@ -20,13 +20,15 @@ import torch
 
 os.environ["TQDM_DISABLE"] = "1"  # TRL's reference-pass bar
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
-from spot_utils import arithmetic, experiments, training, world  # noqa: E402
+from spot_utils import experiments, training  # noqa: E402
 from spot_utils.config import load_profile  # noqa: E402
 from spot_utils.data import read_jsonl  # noqa: E402
 from spot_utils.evaluation import evaluate_profile  # noqa: E402
-from spot_utils.modeling import build_char_tokenizer, build_tiny_model  # noqa: E402
+from spot_utils.modeling import base_dir  # noqa: E402
 from spot_utils.modeling import prompt_text  # noqa: E402
-from spot_utils.pretrain import base_dir, load_base  # noqa: E402
+from spot_utils.tasks import load_base  # noqa: E402
+from spot_utils.tiny import arithmetic, world  # noqa: E402
+from spot_utils.tiny.model import build_char_tokenizer, build_tiny_model  # noqa: E402
 
 BATCHES, REPEATS = 6, 3
 
@@ -87,7 +89,7 @@ def main():
     evaluate_profile(model, tok, profile, tests, progress=False)
     seconds = time.perf_counter() - start
     print(f"evaluation of one run: {len(tests)} test questions in {seconds:.1f} s ({len(tests) / seconds:.0f} / s)")
-    runs = len(experiments.table_specs(profile)) + 1  # + notebook 01's hot-pairs run
+    runs = len(experiments.table_specs(profile)) + 1  # + notebook 02's hot-pairs run
     workers = experiments.grid_workers(profile)  # experiments.workers, 0 meaning one per core
     estimate = runs * (steps * rows[1][2] + seconds) / workers
     print(f"estimate for the {runs} runs of notebooks 01 + 03 on {workers} workers "

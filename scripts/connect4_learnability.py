@@ -22,11 +22,11 @@ import time
 import torch
 
 from spot_utils import connect4 as c4
-from spot_utils import world
 from spot_utils.config import load_profile
 from spot_utils.generation import generate
-from spot_utils.modeling import build_char_tokenizer, build_tiny_model
-from spot_utils.pretrain import lr_at, seed_everything, task_micro_batches
+from spot_utils.tiny import world
+from spot_utils.tiny.model import build_char_tokenizer, build_tiny_model
+from spot_utils.tiny.pretrain import lr_at, seed_everything, task_micro_batches
 
 
 def labeled_question(board: c4.Board) -> str:

@@ -70,7 +70,7 @@ def check_vllm(profile) -> dict:
 
     if versions()["vllm"] is None:
         return {"skipped": "vllm is not installed (make setup GPU=1)"}
-    _, tokenizer = pipeline.sampling_policy(profile)  # what notebook 02 holds when vLLM starts: no HF weights
+    _, tokenizer = pipeline.sampling_policy(profile)  # what notebook 01 holds when vLLM starts: no HF weights
     free_before = torch.cuda.mem_get_info()[0]
     start = time.perf_counter()
     with VLLMEngine.for_profile(profile, profile.model.location) as engine:

@@ -1,7 +1,7 @@
 """Which CPU operations give other bits on another CPU: one short hash per operation and shape.
 
-Why: environment.numerics_fingerprint says *whether* two machines compute the same training bits; when
-they do not, this says *where*. It probes the operations a portable tiny model runs (spot_utils.portable's
+Why: tiny.portable.numerics_fingerprint says *whether* two machines compute the same training bits; when
+they do not, this says *where*. It probes the operations a portable tiny model runs (spot_utils.tiny.portable's
 products, attention, and torch's own kernels). Run it with the Makefile's pins on one machine to save its
 hashes, on the other to compare:
     ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=2 \
@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout too
-from spot_utils import portable  # noqa: E402
-from spot_utils.environment import NUMERICS_PINS, cpu_model, numerics_fingerprint  # noqa: E402
+from spot_utils.environment import NUMERICS_PINS, cpu_model  # noqa: E402
+from spot_utils.tiny import portable  # noqa: E402
+from spot_utils.tiny.portable import numerics_fingerprint  # noqa: E402
 
 
 def digest(*tensors) -> str:
@@ -111,7 +112,7 @@ SETTINGS = (
 
 def fingerprint_under_settings() -> list[tuple[str, str]]:
     """(setting, fingerprint at 1 / 2 threads), each in its own process (the variables are read at load)."""
-    code = ("from spot_utils.environment import numerics_fingerprint as f; "
+    code = ("from spot_utils.tiny.portable import numerics_fingerprint as f; "
             "print(f(threads=1), '/', f(threads=2))")
     rows = []
     for name, variables in SETTINGS:

@@ -28,6 +28,9 @@ PROFILE_ALIASES = {"paper": "paper_qwen3_8b"}
 # Post-training methods of Tables 1-3 (spot_utils.training trains each; the lr is set per method).
 METHODS = ("sft", "rft", "sft_plus", "dpo", "reward_sft", "dft", "spot_bce", "spot_bco")
 DELTA_MODES = ("cumulative", "ema")  # = losses.RUNNING_MODES (not imported: config stays light)
+# What a profile's runs are about (spot_utils.tasks.FAMILIES): the paper's benchmarks and a hub model, or
+# the miniature world (spot_utils.tiny) with a model built and pretrained here.
+TASK_FAMILIES = ("miniature", "paper")
 
 
 def local_or_hub(value: str) -> str:
@@ -43,7 +46,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    source: str = "scratch"          # scratch: build the tiny Qwen3 here; pretrained: load name_or_path
+    source: str = "scratch"          # scratch: build the tiny Qwen3 here (tasks: miniature); pretrained: load name_or_path
     name_or_path: str = ""           # hub id or local dir (pretrained only)
     hidden_size: int = 128
     num_layers: int = 4
@@ -57,7 +60,7 @@ class ModelConfig:
     # pretrained only. auto: FlashAttention-2 when flash_attn is installed and a GPU is visible (the
     # paper's), else PyTorch SDPA; the scratch model keeps transformers' default
     attn_implementation: str = "auto"
-    # matrix products on OpenBLAS's Haswell kernels instead of MKL (spot_utils.portable): the same bits on
+    # matrix products on OpenBLAS's Haswell kernels instead of MKL (spot_utils.tiny.portable): the same bits on
     # every x86-64 CPU with AVX2, Intel or AMD. float32 on CPU only (the tiny profile)
     portable_numerics: bool = False
 
@@ -220,16 +223,27 @@ class TrainingConfig:
     delta_momentum: float = 0.9      # ema only
     logging_steps: int = 10
     save_steps: int = 0              # checkpoint every N optimizer steps (0: only the final model)
+    # checkpoints kept while a run trains (0: all): an 8B ZeRO-2 checkpoint (weights + Adam states) is ~100 GB
+    save_total_limit: int = 2
+    # transformers' full determinism (deterministic kernels, everything seeded): bit-reproducible runs, as the
+    # tiny profile needs; on GPUs it costs speed, and the paper profiles turn it off
+    full_determinism: bool = True
+    # the global batch a launch must make, processes x per_device_batch_size x gradient_accumulation_steps
+    # (training.check_launch; the paper's 32); 0: not checked (the tiny profile trains in one process)
+    global_batch: int = 32
     deepspeed: str = ""              # DeepSpeed JSON, relative to the repository root (paper profiles)
 
     _choices = {"lr_scheduler": ("cosine", "linear", "constant_with_warmup"), "delta_mode": DELTA_MODES}
     _positive = ("beta", "epochs", "per_device_batch_size", "gradient_accumulation_steps", "max_length",
                  "logging_steps")
+    _non_negative = ("save_total_limit", "global_batch")
+    _hash_when_set = ("full_determinism",)               # added after the tiny outputs were committed
+    _never_hashed = ("save_total_limit", "global_batch")  # what is kept on disk and a launch check: nothing computed
 
 
 @dataclass
 class ExperimentsConfig:
-    """The runs of notebooks 01 and 03 (spot_utils.experiments): seeds, parallel workers, the probe."""
+    """The runs of notebooks 02 and 03 (spot_utils.experiments): seeds, parallel workers, the probe."""
     seeds: list[int] = field(default_factory=lambda: [0])  # the key comparisons run once per seed
     workers: int = 0                 # parallel single-thread training processes of a tiny grid (0: one per core)
     probe_every: int = 0             # greedy validation probe every N optimizer steps (0: off); Fig. 2
@@ -280,6 +294,9 @@ class Profile:
     name: str
     seed: int = 0
     run_dir: str = ""                # default runs/<name>
+    tasks: str = "miniature"         # one of TASK_FAMILIES: which world the runs are in (spot_utils.tasks)
+    outputs: str = "runs"            # figures and tables: "repo" (figures/, results/<name>/: committed, in the
+                                     # README, checked by nbval) or "runs" (runs/<name>/figures, .../results)
     model: ModelConfig = field(default_factory=ModelConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
@@ -291,9 +308,12 @@ class Profile:
     plan: PlanConfig = field(default_factory=PlanConfig)   # make plan's assumptions (never hashed: it runs nothing)
     source_file: str = ""            # set by the loader, not read from YAML
 
+    _choices = {"tasks": TASK_FAMILIES, "outputs": ("repo", "runs")}
+
     @property
     def is_tiny(self) -> bool:
-        return self.model.source == "scratch"
+        """The miniature world's profile (for the notebooks' prose; the library asks spot_utils.tasks)."""
+        return self.tasks == "miniature"
 
     @property
     def runs(self) -> Path:
@@ -489,7 +509,7 @@ def _check_values(obj, path: Path, lines: dict, prefix: str) -> None:
         if not 0.0 < obj.top_p <= 1.0:
             raise ConfigError(f"{_where(path, lines, prefix + 'top_p')}: top_p must be in (0, 1]")
     if isinstance(obj, WorldConfig):
-        from .skills import SKILLS  # local import: config must not pull in the world at import time
+        from .tiny.skills import SKILLS  # only a profile with a world section: config stays free of the miniature
 
         for skill in obj.skills:
             if skill not in SKILLS:
@@ -502,7 +522,7 @@ def _check_values(obj, path: Path, lines: dict, prefix: str) -> None:
             if not getattr(obj, key) or min(getattr(obj, key)) < 1:
                 raise ConfigError(f"{_where(path, lines, prefix + key)}: '{prefix}{key}' needs step counts >= 1, "
                                   f"got {getattr(obj, key)}")
-        if obj.arith_max_value < 10:  # questions start from a two-digit number (arithmetic.random_problem)
+        if obj.arith_max_value < 10:  # questions start from a two-digit number (tiny.arithmetic.random_problem)
             raise ConfigError(f"{_where(path, lines, prefix + 'arith_max_value')}: '{prefix}arith_max_value' must be "
                               f">= 10, got {obj.arith_max_value}")
         _check_feasible(obj, obj.arith_test_steps, obj.test_size_per_tier, prefix + "test_size_per_tier", path, lines)
@@ -605,7 +625,7 @@ _FEASIBILITY_CAP = 2000  # more distinct questions exist for a larger max_value,
 
 @functools.lru_cache(maxsize=256)
 def _arith_questions(steps: int, max_value: int, max_operand: int) -> int:
-    """How many distinct questions of `steps` steps arithmetic.random_problem can draw. Mirrors its
+    """How many distinct questions of `steps` steps tiny.arithmetic.random_problem can draw. Mirrors its
     rules (start in [10, min(99, max_value)]; + and - by 1..max_operand, * by 2..9; every value in
     [0, max_value]); tests/test_config.py checks the count against the sampler itself."""
     m = max_value
@@ -653,13 +673,18 @@ def _check_feasible(w: WorldConfig, steps: list[int], size: int, key: str, path:
 
 
 def _check_profile_feasible(p: Profile, path: Path, lines: dict) -> None:
+    if (p.model.source == "scratch") != (p.tasks == "miniature"):  # only the miniature pretrains a base here
+        key = "tasks" if "tasks" in lines else "model.source"
+        raise ConfigError(f"{_where(path, lines, key)}: 'tasks' is {p.tasks!r} but model.source is "
+                          f"{p.model.source!r}; the miniature builds its model (source: scratch), the paper's tasks "
+                          "load a pretrained one (source: pretrained)")
     w = p.world
     probes = [("pretrain.probe_size", p.pretrain.probe_size, p.pretrain.probe_every),
               ("experiments.probe_size", p.experiments.probe_size, p.experiments.probe_every and p.experiments.probe_methods)]
     for key, size, used in probes:
         if used:
             _check_feasible(w, w.arith_train_steps, size, key, path, lines)
-    if p.is_tiny:  # elicitation: fresh questions of the training tiers, none of them a test question
+    if p.tasks == "miniature":  # its elicitation: fresh questions of the world's training tiers, none a test question
         train = set(w.arith_train_steps)
         taken = w.test_size_per_tier * len(train & set(w.arith_test_steps))
         room = sum(_arith_count(w, s, p.rectification.questions + taken) for s in train) - taken

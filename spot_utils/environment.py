@@ -1,6 +1,10 @@
 """What the notebooks print first: the software and hardware a result was produced on, and whether
 the CPU numerics are pinned so that the tiny profile's numbers are the same on every x86-64 CPU with
-AVX2 (README, "Reproducibility"), and a fingerprint of those numerics to compare machines by."""
+AVX2 (README, "Reproducibility"); where the notebooks write their outputs.
+
+    report = environment_report()       # versions, CPU kernels, the pins, the GPU
+    warn_if_numerics_unpinned()         # the tiny profile's numbers need the pins below
+(The fingerprint of those numerics, to compare machines by, is spot_utils.tiny.portable.numerics_fingerprint.)"""
 from __future__ import annotations
 
 import os
@@ -12,7 +16,7 @@ from .config import REPO_ROOT
 
 # What makes every x86-64 CPU with AVX2, Intel or AMD, compute the tiny profile's bits. torch would pick
 # AVX-512 kernels where the CPU has them, so its own kernels are held to AVX2; the matrix products of a
-# portable model (spot_utils.portable) run on OpenBLAS, held to its Haswell (AVX2) kernels and to one
+# portable model (spot_utils.tiny.portable) run on OpenBLAS, held to its Haswell (AVX2) kernels and to one
 # thread (a second OpenBLAS thread, started at load, spins against torch's: pretraining ran 6x slower),
 # never on MKL, which chooses its code by CPU vendor; and torch runs 2 threads wherever a step does not
 # set its own count (its reductions split by thread). They are read when torch and numpy load: the
@@ -44,6 +48,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def openblas_coretype() -> str | None:
+    """The kernel family numpy's OpenBLAS runs (None without OpenBLAS); portable bits need the pinned one
+    (NUMERICS_PINS["OPENBLAS_CORETYPE"])."""
+    from threadpoolctl import threadpool_info
+
+    found = [i for i in threadpool_info() if i.get("internal_api") == "openblas" and "numpy" in i["filepath"]]
+    return found[0].get("architecture") if found else None
+
+
 def numerics_problems() -> list[str]:
     """What keeps this process from the pinned CPU numerics ([] when pinned, or not an x86-64 CPU)."""
     import torch
@@ -55,8 +68,6 @@ def numerics_problems() -> list[str]:
     kernels = torch.backends.cpu.get_cpu_capability()
     if kernels not in ("AVX2", "DEFAULT"):
         problems.append(f"torch runs {kernels} kernels (want AVX2; set the variable before torch is imported)")
-    from .portable import openblas_coretype
-
     blas, want = openblas_coretype(), NUMERICS_PINS["OPENBLAS_CORETYPE"]
     if blas != want:
         problems.append(f"numpy's OpenBLAS runs {blas} kernels (want {want}; set OPENBLAS_CORETYPE before "
@@ -78,8 +89,6 @@ def environment_report() -> dict[str, str]:
     import torch
     import transformers
     import trl
-
-    from .portable import openblas_coretype
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {
@@ -130,40 +139,3 @@ def repo_relative(path) -> str:
         return str(path.relative_to(REPO_ROOT))
     except ValueError:
         return str(path)
-
-
-def numerics_fingerprint(threads: int = 1) -> str:
-    """A short hash of the bits of a few training steps: a small portable Qwen3 (ModelConfig's defaults,
-    spot_utils.portable's kernels, as the tiny profile runs), seeded weights and data, batches of several
-    shapes (BLAS picks its blocking by shape, so one shape could
-    agree where another does not), AdamW steps, `threads` torch threads (post-training runs use 1,
-    pretraining 2). Two machines with the same fingerprint compute the same numbers; notebook 00 shows it
-    and nbval checks it, so a CPU whose bits differ despite the pins is named at once instead of through
-    a changed table."""
-    import hashlib
-
-    import torch
-
-    from .config import ModelConfig
-    from .modeling import build_char_tokenizer, build_tiny_model
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        tokenizer = build_char_tokenizer()
-        model = build_tiny_model(ModelConfig(portable_numerics=True), tokenizer, seed=0)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        generator = torch.Generator().manual_seed(0)
-        digest = hashlib.sha256()
-        for batch, length in ((16, 64), (7, 93), (1, 37), (9, 130)):
-            ids = torch.randint(5, len(tokenizer), (batch, length), generator=generator)
-            model(input_ids=ids, labels=ids).loss.backward()
-            for p in model.parameters():
-                digest.update(p.grad.numpy().tobytes())
-            optimizer.step()
-            optimizer.zero_grad()
-        for p in model.parameters():
-            digest.update(p.detach().numpy().tobytes())
-        return digest.hexdigest()[:12]
-    finally:
-        torch.set_num_threads(before)

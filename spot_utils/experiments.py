@@ -1,4 +1,4 @@
-"""The runs behind notebooks 01 and 03 (Tables 1-3): equal-budget data sets and a cached grid of runs.
+"""The runs behind notebooks 02 and 03 (Tables 1-3): equal-budget data sets and a cached grid of runs.
 
     sets = table_datasets(profile)                       # data set name -> JSONL path (written once)
     specs = [RunSpec("spot_bco", "pairs", seed) for seed in profile.experiments.seeds]
@@ -7,7 +7,7 @@
 Every method trains on the same number of examples (DESIGN section 6): the size of the rectified pair
 set at gamma (1,626 on tiny), or `experiments.train_examples` of them when set (a seeded subset: the
 paper's 4,000 pairs for Qwen3-8B, 1,500 for Llama). tables/budget.json says how many were available
-and used; a set smaller than train_examples gives a warning. The data sets, all drawn from notebook 02's
+and used; a set smaller than train_examples gives a warning. The data sets, all drawn from notebook 01's
 output in runs/<profile>/data:
   pairs         y+ = the Oracle's minimal edit, y- = the model's error, change ratio <= gamma   (SPoT, DPO, ...)
   sft_direct    the Oracle's direct answers to the SAME questions (so at most the budget)        (SFT)
@@ -36,10 +36,16 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from .config import Profile
+from . import training
+from .config import REPO_ROOT, Profile, load_profile
 from .data import read_jsonl, write_jsonl
+from .losses import PAIR_LOSSES
+from .modeling import base_config_hash
 from .progress import progress as progress_bar
+from .suite_eval import evaluate_run
+from .tasks import load_base, tasks_of
 
 METHOD_DATA = {"sft": "sft_direct", "rft": "correct", "sft_plus": "pairs", "dft": "pairs", "dpo": "pairs",
                "reward_sft": "pairs", "spot_bce": "pairs", "spot_bco": "pairs"}  # each method's Table 1-2 data
@@ -59,7 +65,7 @@ def table_datasets(profile: Profile) -> dict[str, Path]:
     needed = [pairs_path, src / "pairs_all.jsonl", src / "sft_direct.jsonl", src / "correct.jsonl"]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"missing {', '.join(missing)}: run notebooks/02_oracle_rectification.ipynb first")
+        raise FileNotFoundError(f"missing {', '.join(missing)}: run notebooks/01_oracle_rectification.ipynb first")
     pairs = read_jsonl(pairs_path)
     direct = {r["id"]: r for r in read_jsonl(src / "sft_direct.jsonl")}
     correct, pairs_all = read_jsonl(src / "correct.jsonl"), read_jsonl(src / "pairs_all.jsonl")
@@ -134,9 +140,7 @@ def _wait_for_text(path: Path, text: str, timeout_s: float = 600.0) -> None:
 def main_process_writes():
     """After the Trainer has set up the processes: yields True on the main process (the only one
     when not launched distributed), then holds every process until it is done writing."""
-    from .training import launched_processes
-
-    if launched_processes() == 1:
+    if training.launched_processes() == 1:
         yield True
         return
     from accelerate import PartialState
@@ -193,8 +197,6 @@ def _file_hash(path: Path) -> str:
 
 def run_key(profile: Profile, spec: RunSpec, data_path: Path, threads: int, split: str = "test") -> str:
     """Everything a run's result depends on."""
-    from .pretrain import base_config_hash
-
     p = spec.profile(profile)
     parts = [json.dumps(asdict(spec), sort_keys=True), p.section_hash("training", "experiments", "generation", "eval",
                                                                       "world"),
@@ -215,21 +217,6 @@ def eval_rows(profile: Profile, spec: RunSpec, group: str = "train") -> pd.DataF
     return pd.read_csv(run_dir(profile, spec, group) / "eval_test.csv")
 
 
-def evaluation_set(profile: Profile, split: str) -> list:
-    """"test": the held-out test sets (tables). "val": a validation set for tuning (in-domain training
-    tiers and skills, 100 each, from the probe seed, never a test question): hyperparameters are chosen
-    on it, never on the test sets."""
-    from . import world
-
-    tests = world.test_sets(profile.world, profile.seed)
-    if split == "test":
-        return tests
-    if split == "val":
-        exclude = {ex.question for ex in tests}
-        return [ex for ex in world.probe_sets(profile.world, profile.seed, 100, exclude) if ex.task != "connect4"]
-    raise ValueError(f"unknown split {split!r}; use 'test' or 'val'")
-
-
 def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int | None = None,
             progress: bool = False, split: str = "test", data: dict[str, Path] | None = None,
             resume: bool = False, evaluate: bool = True) -> dict:
@@ -239,11 +226,6 @@ def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int 
     every rank trains; the main one evaluates and writes the summary, which the others then read.
     evaluate=False (a pretrained-model profile's training job, see launch_run): the summary is written
     with "evaluated": false, and evaluate_run_later fills in the scores from a process of its own."""
-    import torch
-
-    from . import training, world
-    from .pretrain import load_base
-
     if threads is not None:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
@@ -258,13 +240,11 @@ def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int 
         return evaluate_run_later(profile, spec, group, split, data)
 
     p = spec.profile(profile)
-    model, tokenizer = load_base(profile) if profile.is_tiny else training._load_policy(profile, spec.method)
-    tests = world.test_sets(profile.world, profile.seed)
+    tasks = tasks_of(profile)
+    model, tokenizer = tasks.load_policy(spec.method)
     callbacks = []
     if profile.experiments.probe_every and spec.method in profile.experiments.probe_methods:
-        probe = [ex for ex in world.probe_sets(profile.world, profile.seed, profile.experiments.probe_size,
-                                               {ex.question for ex in tests}) if ex.task != "connect4"]
-        callbacks.append(training.ProbeCallback(probe, profile.experiments.probe_every,
+        callbacks.append(training.ProbeCallback(tasks.probe_examples(), tasks.grade, profile.experiments.probe_every,
                                                 profile.generation.max_new_tokens))
     start = time.time()
     result = training.train(spec.method, paths[spec.data], p, folder, model=model, tokenizer=tokenizer,
@@ -281,20 +261,7 @@ def run_one(profile: Profile, spec: RunSpec, group: str = "train", threads: int 
 
 def _summarise(profile, spec, folder, split, paths, threads, result, start, train_seconds, evaluate=True) -> dict:
     """Evaluate the trained run (unless evaluate=False) and write its summary, spot_run.json."""
-    from . import evaluation
-    from .modeling import load_model
-
-    if not evaluate:
-        scores = {}
-    elif profile.is_tiny:
-        trained, tok = load_model(result.model_dir)
-        rows = evaluation.evaluate_profile(trained, tok, profile, evaluation_set(profile, split), progress=False)
-        rows.to_csv(folder / f"eval_{split}.csv", index=False)
-        scores = evaluation.headline(rows)
-    else:  # the paper's nine suites on the saved model (vLLM on a GPU): rows in <run>/eval_test.csv
-        from .suite_eval import evaluate_run
-
-        scores = evaluate_run(profile, folder, progress=False)
+    scores = tasks_of(profile).evaluate_run(folder, result.model_dir, split) if evaluate else {}
     summary = {"key": run_key(profile, spec, paths[spec.data], threads, split), "name": spec.name, **asdict(spec),
                "split": split, "threads": threads,
                "examples": len(read_jsonl(paths[spec.data])), "steps": result.global_step,
@@ -310,13 +277,11 @@ def evaluate_run_later(profile: Profile, spec: RunSpec, group: str = "train", sp
     """Score a run its training job saved with "evaluated": false, in this (single) process, and
     complete its summary. A pretrained-model profile evaluates this way, after the job's processes
     have exited: vLLM then finds every GPU free and no torch.distributed job around it."""
-    from .suite_eval import evaluate_run
-
     folder = run_dir(profile, spec, group)
     summary = load_run(profile, spec, group)
     if summary.get("evaluated", True):
         return summary
-    if profile.is_tiny or split != "test":
+    if profile.tasks != "paper" or split != "test":  # a guard: only launched runs are scored later
         raise ValueError("evaluate_run_later scores a pretrained-model profile's runs on the nine suites (split test)")
     start = time.time()
     summary.update(headline=evaluate_run(profile, folder, progress=False), evaluated=True,
@@ -343,9 +308,7 @@ def reference_entry(profile: Profile, spec: RunSpec) -> tuple[str, str]:
     """Which reference log-prob entry a run reads: its data set, and how pairs go through the model (one
     packed row per pair for a pair method under training.shared_prefix, plain rows otherwise: another
     forward rounds differently, so it is another entry)."""
-    from .training import PAIR_METHODS
-
-    packed = profile.training.shared_prefix and spec.method in PAIR_METHODS
+    packed = profile.training.shared_prefix and spec.method in training.PAIR_METHODS
     return spec.data, "shared_prefix" if packed else "rows"
 
 
@@ -355,11 +318,6 @@ def reference_pass(profile: Profile, spec: RunSpec, group: str = "train", thread
     Every method and seed with the same reference_entry shares it (the tokenised data does not depend
     on the method), so run_grid does this once per entry before that entry's runs start: two parallel
     runs never compute the same entry."""
-    import torch
-
-    from . import training
-    from .pretrain import load_base
-
     if threads is not None:
         torch.set_num_threads(threads)
     model, tokenizer = load_base(profile)
@@ -406,7 +364,7 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
     """
     workers = grid_workers(profile, workers)
     paths = data_sets(profile, data)  # write the table data sets once, before any worker reads them
-    if not profile.is_tiny:  # one multi-process job per run (experiments.launcher), one after the other
+    if tasks_of(profile).launches_runs:  # one multi-process job per run (experiments.launcher), one after the other
         missing = [s for s in specs if _finished(profile, s, group, split, paths) is None]
         if missing and not profile.experiments.launcher:
             s = missing[0]
@@ -423,8 +381,6 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
     results: dict[RunSpec, dict] = {}
     bar = progress_bar(total=len(specs), desc="runs", disable=not progress)
     if workers <= 1:
-        import torch
-
         threads = torch.get_num_threads()
         try:  # one thread, as in a worker process: the same key and the same bits
             for spec in specs:
@@ -440,9 +396,7 @@ def run_grid(profile: Profile, specs: list[RunSpec], group: str = "train", worke
                 todo.append(spec)
             else:
                 bar.update()
-        from .losses import PAIR_LOSSES  # pair methods train on y+ and y-: the longest runs go first
-
-        todo.sort(key=lambda s: s.method not in PAIR_LOSSES)
+        todo.sort(key=lambda s: s.method not in PAIR_LOSSES)  # pair methods train on y+ and y-: the longest first
         first_of_entry = {}  # reference entry -> its first run, in todo order (the longest runs' data first)
         for spec in todo:
             first_of_entry.setdefault(reference_entry(profile, spec), spec)
@@ -509,12 +463,10 @@ def launch_command(profile: Profile, spec: RunSpec, group: str = "train", data: 
     import shlex
     import sys
 
-    from .training import paper_batch_processes
-
     if group != "train":
         raise ValueError(f"launched runs live in the 'train' group, not {group!r}")
     line = (profile.experiments.launcher if launcher is None else launcher).format(
-        processes=paper_batch_processes(profile.training))
+        processes=training.paper_batch_processes(profile.training))
     words = shlex.split(line)
     env = {}
     while words and "=" in words[0] and words[0].split("=", 1)[0].isidentifier():
@@ -546,8 +498,6 @@ def launch_run(profile: Profile, spec: RunSpec, group: str = "train", data: dict
     import shlex
     import subprocess
     import sys
-
-    from .config import REPO_ROOT
 
     train = launch_command(profile, spec, group, data)
     train = LaunchCommand(train.argv + ["--skip-eval"], train.env, train.text + " --skip-eval")
@@ -627,31 +577,13 @@ def forget_runs(profile: Profile, specs: list[RunSpec], group: str = "train") ->
 
 def base_headline(profile: Profile) -> dict[str, float]:
     """The base model's headline accuracies on the test sets, from notebook 00's evaluation."""
-    from .evaluation import headline
-    from .pretrain import base_dir
-
-    path = base_dir(profile) / "eval_rows.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run notebooks/00_setup_and_base_model.ipynb first")
-    if profile.is_tiny:
-        return headline(pd.read_csv(path))
-    from .suite_eval import scores_from_rows
-
-    return scores_from_rows(pd.read_csv(path))
+    return tasks_of(profile).base_headline()
 
 
 def load_run_model(profile: Profile, spec: RunSpec, group: str = "train"):
     """(model, tokenizer) a finished run saved, loaded the way the profile loads its base (dtype, device,
     attention), so that policy and reference meet on the same device."""
-    from .modeling import load_model
-
-    folder = load_run(profile, spec, group)["model_dir"]
-    if profile.is_tiny:
-        return load_model(folder)
-    import torch
-
-    return load_model(folder, dtype=profile.model.dtype, device="cuda" if torch.cuda.is_available() else "cpu",
-                      attn_implementation=profile.model.attn_implementation)
+    return tasks_of(profile).load_trained(load_run(profile, spec, group)["model_dir"])
 
 
 # -----------------------------------------------------------------------------
@@ -680,8 +612,6 @@ def main(argv=None) -> None:
     with --skip-eval, nobody does until the same line runs again with --eval-only in one process."""
     import argparse
 
-    from .config import load_profile
-
     parser = argparse.ArgumentParser(description="train and evaluate one run of Tables 1-3")
     parser.add_argument("--profile", default="tiny", help="a profile name or YAML path")
     parser.add_argument("--profile-seed", type=int, default=None, help="the profile's seed (default: its YAML's)")
@@ -690,7 +620,7 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default=None, help="a data set of table_datasets (default: the method's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-file", default=None, metavar="JSONL",
-                        help="train on this file instead, under the name given by --data (e.g. notebook 01's hot pairs)")
+                        help="train on this file instead, under the name given by --data (e.g. notebook 02's hot pairs)")
     parser.add_argument("--beta", type=float, default=None, help="override the profile's beta for this run")
     parser.add_argument("--lr", type=float, default=None, help="override the profile's learning rate for this run")
     parser.add_argument("--resume", action="store_true",

@@ -15,7 +15,7 @@ from typing import Sequence, Union
 
 import torch
 
-from .modeling import prompt_text
+from .modeling import load_model, prompt_text
 from .progress import progress as progress_bar
 
 Prompt = Union[str, list]  # a question string, or a full list of chat messages
@@ -56,7 +56,6 @@ def generate(model_or_path, prompts: Sequence[Prompt], backend: str = "hf", n: i
 def _generate_hf(model_or_path, prompts, n, temperature, top_p, max_new_tokens, seed, batch_size, tokenizer,
                  system, enable_thinking, progress, desc):
     if isinstance(model_or_path, (str, bytes)) or hasattr(model_or_path, "__fspath__"):
-        from .modeling import load_model
         model, tokenizer = load_model(model_or_path)
     else:
         model = model_or_path

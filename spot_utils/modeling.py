@@ -1,38 +1,24 @@
-"""The tiny policy: a character-level tokenizer with a chat template and a small Qwen3ForCausalLM.
+"""Policies on disk: load and save any causal LM with the Auto* classes, and prompt it.
 
-Both are real `transformers` objects, saved with `save_pretrained` and reloaded with the same
-AutoTokenizer / AutoModelForCausalLM calls that load Qwen3-8B, so every later stage (generation,
-training, evaluation) is one code path for the tiny and the paper profiles. `prompt_text` formats a
-question as any of these models is prompted (its chat template, ending where the assistant writes).
+    model, tokenizer = load_model("Qwen/Qwen3-8B", dtype="bfloat16", device="cuda", attn_implementation="auto")
+    text = prompt_text(tokenizer, "What is 2+2?")      # the chat template, ending where the assistant writes
+    base_dir(profile), base_config_hash(profile)       # where a profile's base lives, what it depends on
+
+The tiny model (spot_utils.tiny.model) and Qwen3-8B go through the same calls, so every later stage
+(generation, training, evaluation) is one code path for the tiny and the paper profiles.
 """
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen3Config,
-                          Qwen3ForCausalLM)
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from . import portable
-from .config import ModelConfig
+from .config import Profile
 
-PAD, UNK, SYSTEM, USER, ASSISTANT, END = "<|pad|>", "<|unk|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
-SPECIAL_TOKENS = [PAD, UNK, SYSTEM, USER, ASSISTANT, END]
-# Every printable ASCII character plus newline: one token each.
-CHARS = sorted(set(string.printable) - set("\t\r\x0b\x0c"))
-
-# Role markers are single special tokens, so a chat costs three tokens of overhead. Qwen3's
-# `enable_thinking` argument is accepted and ignored: the tiny model has no thinking mode.
-CHAT_TEMPLATE = (
-    "{%- for m in messages -%}"
-    "{%- if m['role'] == 'system' -%}" + SYSTEM + "{{ m['content'] }}" + END +
-    "{%- elif m['role'] == 'user' -%}" + USER + "{{ m['content'] }}" + END +
-    "{%- else -%}" + ASSISTANT + "{{ m['content'] }}" + END + "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}" + ASSISTANT + "{%- endif -%}"
-)
+# A model saved with the miniature's portable CPU numerics carries this flag in its config
+# (spot_utils.tiny.portable.CONFIG_FLAG); it is loaded back onto the same kernels.
+PORTABLE_FLAG = "spot_portable"
 
 
 def prompt_text(tokenizer, question: str, system: str | None = None, enable_thinking: bool = False) -> str:
@@ -40,41 +26,6 @@ def prompt_text(tokenizer, question: str, system: str | None = None, enable_thin
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                          enable_thinking=enable_thinking)
-
-
-def build_char_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + CHARS)}
-    core = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # one char = one token
-    core.decoder = decoders.Fuse()  # join characters back without spaces
-    core.add_special_tokens(SPECIAL_TOKENS)
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, unk_token=UNK, eos_token=END,
-                                  padding_side="left", model_max_length=4096)
-    tok.chat_template = CHAT_TEMPLATE
-    return tok
-
-
-def build_tiny_model(cfg: ModelConfig, tokenizer, seed: int = 0) -> Qwen3ForCausalLM:
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
-        head_dim=cfg.hidden_size // cfg.num_heads,
-        max_position_embeddings=cfg.max_position_embeddings,
-        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-    )
-    torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return portable.make_portable(model) if cfg.portable_numerics else model
 
 
 def count_parameters(model) -> int:
@@ -108,14 +59,27 @@ def attention_implementation(requested: str = "auto", device: str = "cpu") -> st
 def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu", attn_implementation: str | None = None):
     """Load (model, tokenizer) with the Auto* classes, as for any hub checkpoint. attn_implementation:
     None keeps transformers' default (the tiny model); otherwise see attention_implementation. The
-    kernel that ran is model.config._attn_implementation. A model saved portable (spot_utils.portable,
+    kernel that ran is model.config._attn_implementation. A model saved portable (spot_utils.tiny.portable,
     the tiny profile's) loads portable."""
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"  # decoder-only batched generation pads on the left
     kwargs = {} if attn_implementation is None else {
         "attn_implementation": attention_implementation(attn_implementation, device)}
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), **kwargs).to(device)
-    if portable.is_portable(model):
-        portable.make_portable(model)
+    if getattr(model.config, PORTABLE_FLAG, False):  # the one place the library meets the miniature's kernels
+        from .tiny.portable import make_portable
+
+        make_portable(model)
     model.eval()
     return model, tokenizer
+
+
+def base_dir(profile: Profile) -> Path:
+    """Where the profile's base lives or is evaluated: runs/<profile>/base/."""
+    return profile.runs / "base"
+
+
+def base_config_hash(profile: Profile) -> str:
+    """The settings the base policy depends on (a cached base, and everything built on it, is stale when they change)."""
+    return profile.section_hash("seed", "model", "world", "pretrain")
+

@@ -1,7 +1,7 @@
 """
 A tiny local OpenAI-compatible chat-completions server (FastAPI + uvicorn).
 
-The `tiny` profile serves a symbolic oracle through this server so that the
+The `tiny` profile serves its symbolic oracle (spot_utils.tiny.symbolic_oracle) through this server so that the
 notebooks exercise exactly the same client path (`spot_utils.oracle.OpenAIOracle`,
 the official `openai` client, HTTP, SSE streaming, retries) as a run against a
 real LLM endpoint. Only loopback addresses are allowed: this is a test double,

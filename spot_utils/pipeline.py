@@ -21,18 +21,15 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import arithmetic, world
 from .config import Profile, without_new_settings
 from .data import DataError, read_jsonl, write_jsonl, write_pairs
 from .environment import repo_relative
 from .generation import generate, stage_engine
-from .math_grader import grade_math
-from .modeling import prompt_text
-from .oracle import OpenAIOracle, SymbolicOracle, direct_solve_messages, rectification_messages
-from .oracle import DEFAULT_ANSWER_FORMAT
+from .modeling import base_config_hash, prompt_text
+from .oracle import OpenAIOracle, direct_solve_messages, rectification_messages
 from .oracle_server import start_server
-from .pretrain import base_config_hash
-from .rectify import change_ratio, common_prefix_length
+from .rectify import change_ratio, common_prefix_length, filter_pairs
+from .tasks import load_base, tasks_of
 
 
 def data_dir(profile: Profile) -> Path:
@@ -41,9 +38,9 @@ def data_dir(profile: Profile) -> Path:
     return path
 
 
-# --- notebook 02's data dir: stamped per level, stale files moved aside (never deleted) ---------
+# --- notebook 01's data dir: stamped per level, stale files moved aside (never deleted) ---------
 # Two levels, each guarding its files: the elicitation (y- and the RFT answers) and the Oracle's
-# replies to it (paid for). What is built from them (pairs, SFT data) is rebuilt by notebook 02.
+# replies to it (paid for). What is built from them (pairs, SFT data) is rebuilt by notebook 01.
 _ELICITATION_FILES = ("errors.jsonl", "correct.jsonl", "truncated.jsonl")
 _ORACLE_FILES = ("oracle_*",)  # replies, their .failures, .torn and .tmp files
 _DERIVED_FILES = ("pairs_*.jsonl", "sft_direct.jsonl")
@@ -70,7 +67,7 @@ def data_stamp(profile: Profile) -> dict[str, dict]:
 
 
 def prepare_data_dir(profile: Profile, force: bool = False) -> tuple[Path, list[str]]:
-    """Notebook 02's data dir, checked against its stamp.json (data_stamp). A level whose settings
+    """Notebook 01's data dir, checked against its stamp.json (data_stamp). A level whose settings
     changed (or every level, with force) has its files, and those built on them, moved to
     stale/<UTC time>/ in the data dir. Files without a stamp are stale, except under the stamp the
     code before data_stamp wrote, when that matches this profile (the stamp is then upgraded).
@@ -132,49 +129,26 @@ def _aside_dir(folder: Path) -> Path:
 
 
 def answer_format(profile: Profile) -> str:
-    """The final-answer line the Oracle must end with: the miniature world's or the paper's."""
-    return arithmetic.ANSWER_FORMAT if profile.is_tiny else DEFAULT_ANSWER_FORMAT
+    """The final-answer line the Oracle must end with: the miniature world's or the paper's (its tasks')."""
+    return tasks_of(profile).answer_format
 
 
 def grade_answer(profile: Profile, response: str, ground_truth) -> bool:
-    if profile.is_tiny:
-        return arithmetic.grade_arithmetic(response, ground_truth)
-    return grade_math(response, str(ground_truth))
+    return tasks_of(profile).grade_answer(response, ground_truth)
 
 
 def elicitation_questions(profile: Profile) -> list[dict]:
     """Fresh in-domain questions: the miniature world's training tiers (never a test question), or the
     paper's DAPO-Math-17k English subset through `datasets` (a clear error when offline). The paper's
     questions are the bare problems: `elicit` asks them with the evaluation's math instruction."""
-    r = profile.rectification
-    if profile.is_tiny:
-        exclude = {ex.question for ex in world.test_sets(profile.world, profile.seed)}
-        return [{"id": ex.id, "question": ex.question, "ground_truth": ex.ground_truth, "tier": ex.tier}
-                for ex in world.elicitation_set(profile.world, r.questions, profile.seed, exclude)]
-    try:
-        from datasets import load_dataset
-
-        ds = load_dataset(r.dataset_location, r.dataset_config or None, split="train")
-    except Exception as e:
-        raise RuntimeError(f"could not load {r.dataset} ({r.dataset_config}) through `datasets`: {e}. "
-                           "The paper profile needs the Hugging Face hub (or a local cache of it).") from e
-    ds = ds.shuffle(seed=profile.seed).select(range(min(r.questions, len(ds))))
-    # DAPO's prompt column wraps the problem in its own answer format ("Answer: $Answer"), which would
-    # contradict the boxed format the evaluation and the Oracle ask for: keep the problem only.
-    head = ("Solve the following math problem step by step. The last line of your response should be of the "
-            "form Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n")
-    tail = '\n\nRemember to put your answer on its own line after "Answer:".'
-    return [{"id": f"dapo{i:05d}", "question": row["prompt"].removeprefix(head).removesuffix(tail),
-             "ground_truth": row["solution"], "tier": "dapo"} for i, row in enumerate(ds)]
+    return tasks_of(profile).elicitation_questions()
 
 
 def sampling_policy(profile: Profile):
-    """(model, tokenizer) for the stages that sample the base policy (elicitation, notebook 01's hot
+    """(model, tokenizer) for the stages that sample the base policy (elicitation, notebook 02's hot
     pairs). With the hf backend, the model this process generates with; with vllm only the tokenizer
     (model None): the engine loads the weights itself, and an HF copy already on the GPU would leave
     vLLM too little memory to start."""
-    from .pretrain import load_base
-
     if profile.generation.backend == "hf":
         return load_base(profile)
     from transformers import AutoTokenizer
@@ -193,11 +167,7 @@ def elicit(profile: Profile, model, tokenizer, questions: list[dict], progress: 
     all samples (a truncated answer is not correct, as in evaluation)."""
     g, r = profile.generation, profile.rectification
     temperature = g.temperature if temperature is None else temperature
-    if profile.is_tiny:
-        asked = [q["question"] for q in questions]
-    else:  # the prompt the evaluation's math suites use; the records keep the bare question (the Oracle's)
-        from .paper_suites import math_prompt
-        asked = [math_prompt(q["question"]) for q in questions]
+    asked = [tasks_of(profile).prompt(q["question"]) for q in questions]  # the records keep the bare question
     # hf: the model object this process holds; vllm: the weights on disk, in one engine for the stage
     source = model if g.backend == "hf" and model is not None else profile.model.location
     with stage_engine(profile, source) as engine:
@@ -229,10 +199,10 @@ def elicit(profile: Profile, model, tokenizer, questions: list[dict], progress: 
 def oracle_endpoint(profile: Profile, faults: dict | None = None):
     """An OpenAIOracle for the profile. With an empty base_url a local OpenAI-compatible server is
     started on a free loopback port, with a fresh random API key, and stopped afterwards: the very
-    client code that calls Gemini in the paper profile runs here. It serves the SymbolicOracle for
-    the tiny profile, and the AnswerLineOracle for any other (paper_smoke: math questions it answers
-    with the prompt's reference answer, and direct solutions from the profile's question set, loaded
-    on the first direct-solve request). The model name is the profile's either way.
+    client code that calls Gemini in the paper profile runs here. It serves the responder of the
+    profile's tasks (tasks.local_oracle()): the SymbolicOracle of the miniature, the AnswerLineOracle for
+    the paper's tasks (paper_smoke: math questions it answers with the prompt's reference answer, and
+    direct solutions from the profile's question set, loaded on the first direct-solve request). The model name is the profile's either way.
     `faults` (local server only) injects rate-limit / server errors so the retry path is exercised.
     The environment is left alone: the local key goes to the client directly, never into the
     variable api_key_env names (which may hold the user's real key)."""
@@ -242,14 +212,7 @@ def oracle_endpoint(profile: Profile, faults: dict | None = None):
     server, key = None, None
     if not o.base_url:
         key = secrets.token_urlsafe(16)
-        if profile.is_tiny:
-            responder = SymbolicOracle(o.symbolic_rewrite_rate, profile.seed)
-        else:
-            from .oracle import AnswerLineOracle
-
-            responder = AnswerLineOracle(
-                answer_key=lambda: {q["question"]: q["ground_truth"] for q in elicitation_questions(profile)})
-        server = start_server(responder, model_name=o.model, api_key=key, faults=faults)
+        server = start_server(tasks_of(profile).local_oracle(), model_name=o.model, api_key=key, faults=faults)
     try:
         client = OpenAIOracle(server.base_url if server else o.base_url, o.model, api_key_env=o.api_key_env,
                               max_concurrency=o.max_concurrency, max_retries=o.max_retries, stream=o.stream,
@@ -327,8 +290,6 @@ def build_pairs(profile: Profile, tokenizer, records: list[dict]) -> tuple[list[
 
 def write_datasets(profile: Profile, pairs: list[dict], direct: list[dict], gamma: float) -> dict[str, int]:
     """Write the data sets of Tables 1-3: pairs at gamma 1.0 and at `gamma`, and the direct answers."""
-    from .rectify import filter_pairs
-
     out = data_dir(profile)
     kept, _ = filter_pairs(pairs, gamma)
     sft = []
@@ -351,8 +312,6 @@ def rectified_pairs(profile: Profile, model, tokenizer, questions: list[dict], o
     skipped and why). The folder is reused while its stamp (data_stamp's settings, temperature,
     questions) matches; otherwise, or with force, what it holds is first moved to stale/<UTC time>/
     in it (never deleted: Oracle replies are paid for), so no stale Oracle reply is ever resumed."""
-    from .rectify import filter_pairs
-
     out = Path(out)
     path = out / f"pairs_gamma{profile.rectification.gamma:g}.jsonl"
     asked = {"temperature": temperature, "questions": hashlib.sha256(json.dumps(questions).encode()).hexdigest()[:16]}

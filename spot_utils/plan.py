@@ -169,7 +169,7 @@ def estimate(profile: Profile) -> pd.DataFrame:
     n01 = [experiments.RunSpec(m, "pairs", s) for m in ("sft_plus", "dpo", "reward_sft") for s in profile.experiments.seeds]
     n01 += [experiments.RunSpec("sft_plus", "hot_pairs", profile.experiments.seeds[0])]
     n03 = [s for s in experiments.table_specs(profile) if s not in n01]
-    hot_errors = budget * (1 - a.correct_rate)  # notebook 01's hot pairs: the budget's questions again, rectified
+    hot_errors = budget * (1 - a.correct_rate)  # notebook 02's hot pairs: the budget's questions again, rectified
     checkpoint_gb = a.model_gb + a.optimizer_gb_per_checkpoint
     rows = [
         ("00", eval_h(), *oracle(0), a.model_gb),
@@ -213,6 +213,7 @@ def main(argv=None) -> int:
     import argparse
 
     from .config import load_profile
+    from .tasks import tasks_of  # torch and the suites: only when run, so notebooks import plan quickly
 
     parser = argparse.ArgumentParser(description="check this machine for a profile and print what it will cost")
     parser.add_argument("--profile", default="paper")
@@ -220,7 +221,7 @@ def main(argv=None) -> int:
     parser.add_argument("--check-only", action="store_true", help="only the checks (make reproduce runs this first)")
     args = parser.parse_args(argv)
     profile = load_profile(args.profile)
-    if profile.is_tiny:
+    if not tasks_of(profile).needs_plan:
         print(f"profile {profile.name} runs on the CPU in about 20 minutes (README); nothing to plan")
         return 0
     checks = machine_checks(profile)

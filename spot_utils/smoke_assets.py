@@ -297,7 +297,7 @@ def tune_stand_in(model, tokenizer, examples: list[tuple[str, str]], batch: int 
     answer and its <|im_end|> only. One thread and no dropout: same examples, same weights. Returns the
     loss of every step."""
     from .paper_suites import math_prompt
-    from .pretrain import IGNORE, collate, encode_pair, lr_at
+    from .tiny.pretrain import IGNORE, collate, encode_pair, lr_at  # the tiny base's loop helpers, reused
 
     steps = len(examples) // batch
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)

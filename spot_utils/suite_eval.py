@@ -24,6 +24,8 @@ import pandas as pd
 
 from . import paper_suites
 from .config import REPO_ROOT, Profile
+from .generation import stage_engine
+from .modeling import base_dir
 
 ROWS_FILE = "eval_test.csv"   # a run's rows, as in the tiny profile
 BASE_ROWS_FILE = "eval_rows.csv"
@@ -48,12 +50,12 @@ def evaluate_model(profile: Profile, model_path, out_csv: str | Path, suites=Non
     """Sample and grade `model_path` on every suite, write all rows to `out_csv` (one row per question
     and sample, with its suite) and return {suite display name: score in %} plus the headline
     columns. `generate_kwargs` go to the generator (e.g. tokenizer= with a model object)."""
-    if profile.is_tiny:
-        raise ValueError("the tiny profile is evaluated on its miniature test sets (evaluation.evaluate_profile)")
+    if profile.tasks != "paper":  # a guard, not a branch: other tasks have their own test sets
+        raise ValueError(f"profile {profile.name!r} (tasks: {profile.tasks}) is evaluated on its miniature test sets "
+                         "(evaluation.evaluate_profile), not on the paper's suites")
     names = list(suites or paper_suites.SUITES)
     if any(paper_suites.get_spec(n).kind == "ifeval" for n in names):
         paper_suites.ensure_nltk_data()  # before any sampling: a missing tokenizer model fails in seconds
-    from .generation import stage_engine
 
     with stage_engine(profile, model_path) as engine:  # vllm: one engine for all suites, shut down after them
         if engine is not None:
@@ -96,8 +98,6 @@ def regrade(profile: Profile, rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def evaluate_base(profile: Profile, suites=None, progress: bool = True, **generate_kwargs) -> dict[str, float]:
-    from .pretrain import base_dir
-
     return evaluate_model(profile, profile.model.location, base_dir(profile) / BASE_ROWS_FILE, suites,
                           progress, **generate_kwargs)
 

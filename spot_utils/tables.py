@@ -82,17 +82,20 @@ def with_paper(tab: pd.DataFrame, model: str | None = None, profile: Profile | N
 
 
 def formatted(tab: pd.DataFrame, paper: bool = False) -> pd.DataFrame:
-    """"mean ± sd (delta)" strings per column, as in the paper's tables."""
+    """"mean ± sd (delta)" strings per column, as in the paper's tables. The delta is taken between the
+    values as shown (one decimal), so that a row reads consistently: 24.2 (-16.3) against a base of 40.5."""
     out = pd.DataFrame(index=tab.index)
     out["method"] = tab["label"]
     for c in COLUMNS:
         cells = []
+        base_shown = round(tab.loc["base", c], 1) if "base" in tab.index else np.nan
         for run, r in tab.iterrows():
             s = f"{r[c]:.1f}"
             if run != "base":
                 if not np.isnan(r.get(f"{c} sd", np.nan)):
                     s += f" ± {r[f'{c} sd']:.1f}"
-                s += f" ({r[f'{c} delta']:+.1f})"
+                delta = round(r[c], 1) - base_shown if not np.isnan(base_shown) else r[f"{c} delta"]
+                s += f" ({delta:+.1f})"
             cells.append(s)
         out[c] = cells
         if paper:
@@ -104,10 +107,10 @@ def formatted(tab: pd.DataFrame, paper: bool = False) -> pd.DataFrame:
 
 
 def tables_dir(profile: Profile) -> Path:
-    """Where notebook 04 writes a profile's tables: the tiny ones are committed under results/tiny/ (of
-    environment.output_root(), so `make nbval` writes under runs/ and leaves them alone); any other
-    profile's go to runs/<profile>/results/, beside its figures."""
-    path = output_root() / "results" / profile.name if profile.is_tiny else profile.runs / "results"
+    """Where notebook 04 writes a profile's tables (profile.outputs): results/<profile>/ of
+    environment.output_root() when they are the repository's (tiny: committed; `make nbval` writes under runs/
+    and leaves them alone), else runs/<profile>/results/, beside its figures."""
+    path = output_root() / "results" / profile.name if profile.outputs == "repo" else profile.runs / "results"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -140,7 +143,8 @@ def markdown(tab: pd.DataFrame, paper: bool = False) -> str:
 
 
 def plot_summary(tab: pd.DataFrame, title: str = "Tiny profile: post-training methods vs the base"):
-    """Grouped bars (in-domain, OOD, IF) per method with the seeds' standard deviation."""
+    """Grouped bars (in-domain, OOD, IF) per method with the seeds' standard deviation; a run of one
+    seed (no error bar) is hatched and says so under its name."""
     import matplotlib.pyplot as plt
 
     cols = ("In-domain Avg", "OOD Avg", "IF")
@@ -148,14 +152,39 @@ def plot_summary(tab: pd.DataFrame, title: str = "Tiny profile: post-training me
     fig, ax = plt.subplots(figsize=(1.1 * len(tab) + 2, 3.8))
     x = np.arange(len(tab))
     width = 0.26
+    single = [(run != "base" and seeds == 1) for run, seeds in zip(tab.index, tab["seeds"])]
     for k, (c, color) in enumerate(zip(cols, colors)):
         err = tab.get(f"{c} sd", pd.Series(np.nan, index=tab.index)).fillna(0).values
-        ax.bar(x + (k - 1) * width, tab[c].values, width, yerr=err, color=color, label=c, capsize=2)
-    ax.set_xticks(x, tab["label"], rotation=20, ha="right")
-    ax.set_ylabel("accuracy (%)")
+        ax.bar(x + (k - 1) * width, tab[c].values, width, yerr=err, color=color, label=c, capsize=2,
+               hatch=["//" if one else "" for one in single], edgecolor="white")
+    names = [f"{label}\n(1 seed)" if one else f"{label}\n({seeds} seeds)" if run != "base" else label
+             for run, label, seeds, one in zip(tab.index, tab["label"], tab["seeds"], single)]
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylabel("accuracy (%); bars: sd over seeds")
     ax.set_ylim(0, 120)  # room for the legend above the 100% bars
     ax.legend(ncol=3, fontsize=8, loc="upper center")
     ax.grid(alpha=0.3, axis="y")
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def answer_examples(questions: dict, base_rows: pd.DataFrame, run_rows: pd.DataFrame, task: str, n: int = 2) -> pd.DataFrame:
+    """Test questions of `task` the base answered correctly and a run got wrong (first sample of each, the
+    first n by id): what a drop in a table looks like in the model's own words. `questions` maps a test
+    id to its question text."""
+    first = lambda rows: rows[(rows.task == task) & (rows["sample"] == 0)].set_index("id")
+    base, run = first(base_rows), first(run_rows)
+    ids = sorted(i for i in base.index.intersection(run.index) if base.at[i, "correct"] and not run.at[i, "correct"])
+    return pd.DataFrame([{"id": i, "question": questions[i], "base (correct)": base.at[i, "response"],
+                          "after post-training (wrong)": run.at[i, "response"]} for i in ids[:n]])
+
+
+def examples_html(examples: pd.DataFrame) -> str:
+    """The examples as an HTML table whose answers keep their line breaks."""
+    import html
+
+    cells = lambda values, tag: "".join(f"<{tag} style='text-align:left;vertical-align:top'>"
+                                         f"<pre style='margin:0'>{html.escape(str(v))}</pre></{tag}>" for v in values)
+    rows = "".join(f"<tr>{cells(r, 'td')}</tr>" for r in examples.itertuples(index=False))
+    return f"<table><tr>{cells(examples.columns, 'th')}</tr>{rows}</table>"

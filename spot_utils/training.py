@@ -47,10 +47,12 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from trl import DPOConfig, DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
-from . import losses, shared_prefix, world
+from . import losses, shared_prefix
 from .config import METHODS, REPO_ROOT, Profile
 from .data import read_jsonl
+from .evaluation import greedy_accuracy
 from .modeling import prompt_text
+from .tasks import tasks_of
 
 PAIR_METHODS = losses.PAIR_LOSSES                   # dpo, reward_sft, spot_bce, spot_bco
 TOKEN_METHODS = ("sft", "rft", "sft_plus", "dft")
@@ -415,17 +417,18 @@ class ProbeCallback(TrainerCallback):
     """Greedy accuracy on a small fixed probe list, for "accuracy across steps" curves (Fig. 2).
 
     Every `every_n_steps` optimizer steps (and before the first and after the last) it answers each
-    `world.Example` with temperature 0, grades it with `world.grade`, and appends
+    example (id, task, question, ground_truth; e.g. a tiny.world.Example) with temperature 0, grades it
+    with `grade(task, response, ground_truth)` (e.g. tiny.world.grade), and appends
     {"step": s, "probe/<task>": accuracy, ...} to the trainer's `state.log_history`. It runs on the
     main process only (fine under ZeRO-2, where every process holds the full weights) and inside
     `torch.random.fork_rng`, so probing never changes the run's random stream.
     """
 
-    def __init__(self, examples: Sequence["world.Example"], every_n_steps: int, max_new_tokens: int = 96,
+    def __init__(self, examples: Sequence, grade, every_n_steps: int, max_new_tokens: int = 96,
                  batch_size: int = 256):
         if every_n_steps <= 0:
             raise ValueError(f"every_n_steps must be > 0, got {every_n_steps}")
-        self.examples, self.every = list(examples), every_n_steps
+        self.examples, self.grade, self.every = list(examples), grade, every_n_steps
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
@@ -437,9 +440,7 @@ class ProbeCallback(TrainerCallback):
             self._probe(state, model, processing_class)
 
     def accuracy(self, model, tokenizer) -> dict[str, float]:
-        from .evaluation import greedy_accuracy
-
-        return greedy_accuracy(model, tokenizer, self.examples, self.max_new_tokens, self.batch_size)
+        return greedy_accuracy(model, tokenizer, self.examples, self.grade, self.max_new_tokens, self.batch_size)
 
     def _probe(self, state, model, tokenizer):
         if not state.is_world_process_zero or not self.examples:
@@ -480,13 +481,11 @@ def trainer_settings(method: str, profile: Profile) -> dict[str, Any]:
         "logging_steps": t.logging_steps,
         "save_strategy": "steps" if t.save_steps > 0 else "no",
         "save_steps": t.save_steps if t.save_steps > 0 else 500,
-        # an 8B ZeRO-2 checkpoint (weights + Adam states) is ~100 GB: keep the last two (tiny: all)
-        "save_total_limit": None if profile.is_tiny else 2,
+        "save_total_limit": t.save_total_limit or None,  # 0: keep every checkpoint
         "deepspeed": str(REPO_ROOT / t.deepspeed) if t.deepspeed else None,
         "precompute_ref_log_probs": True,  # one reference pass, then no reference model in memory
         "disable_dropout": True,
-        # the tiny profile must be bit-reproducible; full determinism costs speed on GPUs
-        "full_determinism": profile.is_tiny,
+        "full_determinism": t.full_determinism,
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": torch.cuda.is_available(),  # pinning is a GPU-only speed-up
         "report_to": "none",
@@ -522,7 +521,7 @@ def build_trainer(method: str, data, profile: Profile, output_dir: str | Path, m
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     records = read_jsonl(data) if isinstance(data, (str, Path)) else list(data)
     if model is None:
-        model, tokenizer = _load_policy(profile, method)
+        model, tokenizer = tasks_of(profile).load_policy(method)
     else:
         if tokenizer is None:
             raise ValueError("pass tokenizer= together with model=")
@@ -544,9 +543,10 @@ def build_trainer(method: str, data, profile: Profile, output_dir: str | Path, m
 
 
 def paper_batch_processes(t) -> int:
-    """Processes that make the paper's batch of 32 from training section `t` (per-device batch x
-    accumulation): what a launch must start (experiments.launcher's {processes}, make plan)."""
-    return max(1, PAPER_BATCH_SIZE // (t.per_device_batch_size * t.gradient_accumulation_steps))
+    """Processes that make the global batch (training.global_batch, the paper's 32) from training section
+    `t` (per-device batch x accumulation): what a launch must start (experiments.launcher's {processes}, make plan)."""
+    batch = t.global_batch or PAPER_BATCH_SIZE
+    return max(1, batch // (t.per_device_batch_size * t.gradient_accumulation_steps))
 
 
 def check_launch(profile: Profile, model) -> None:
@@ -554,10 +554,10 @@ def check_launch(profile: Profile, model) -> None:
     t = profile.training
     launched = launched_processes()
     batch = launched * t.per_device_batch_size * t.gradient_accumulation_steps
-    if not profile.is_tiny and batch != PAPER_BATCH_SIZE:
+    if t.global_batch and batch != t.global_batch:
         raise ValueError(f"profile {profile.name!r}: {launched} processes x per-device batch "
                          f"{t.per_device_batch_size} x accumulation {t.gradient_accumulation_steps} = {batch}, "
-                         f"not the paper's batch of {PAPER_BATCH_SIZE}; launch {paper_batch_processes(t)} "
+                         f"not the batch of {t.global_batch} (training.global_batch); launch {paper_batch_processes(t)} "
                          "processes or change training.per_device_batch_size / gradient_accumulation_steps")
     dtype = next(model.parameters()).dtype
     if dtype in (torch.bfloat16, torch.float16) and not t.deepspeed:
@@ -588,7 +588,7 @@ def train(method: str, data, profile: Profile, output_dir: str | Path, model=Non
     """Train `method` on `data` (a JSONL path or a list of records) and save the final model to
     <output_dir>/final, with spot_train.json (config, delta state, log history) beside it.
 
-    `model`/`tokenizer` default to the profile's base (`pretrain.load_base`); a given model is
+    `model`/`tokenizer` default to the profile's base (its tasks' `load_policy`); a given model is
     copied, never trained in place, so one base serves every method. The reference of Eq. 3 is
     the model as given: its log-probs are precomputed before any step, also when resuming from a
     checkpoint (pass the same base model and data). Checkpoints go to <output_dir>/checkpoint-N
@@ -625,25 +625,6 @@ def _quiet_datasets(quiet: bool):
     finally:
         if quiet and was_on:
             datasets.enable_progress_bars()
-
-
-def _load_policy(profile: Profile, method: str | None = None):
-    from .modeling import attention_implementation, load_model
-    from .pretrain import load_base
-
-    if profile.is_tiny:
-        return load_base(profile)
-    # On CPU: the Trainer / DeepSpeed places the weights (one GPU per process), not us. The attention
-    # kernel is chosen for where training runs (FlashAttention-2 on a GPU when installed).
-    # A pair method with training.shared_prefix takes SDPA for "auto": FlashAttention-2 takes no block mask,
-    # and on CUDA SDPA runs one on its memory-efficient kernel (an explicit flash_attention_2 fails in
-    # SPoTTrainer). The token methods run on plain rows and keep FlashAttention-2.
-    requested = profile.model.attn_implementation
-    if profile.training.shared_prefix and method in PAIR_METHODS and requested == "auto":
-        requested = "sdpa"
-    return load_model(profile.model.location, dtype=profile.model.dtype, device="cpu",
-                      attn_implementation=attention_implementation(
-                          requested, "cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _unpatch(model):

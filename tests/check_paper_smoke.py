@@ -12,7 +12,7 @@ from spot_utils.config import load_profile
 
 PROFILE = load_profile("paper_smoke")
 RUNS = PROFILE.runs
-NOTEBOOKS = ("00_setup_and_base_model", "02_oracle_rectification", "01_implicit_regularization",
+NOTEBOOKS = ("00_setup_and_base_model", "01_oracle_rectification", "02_implicit_regularization",
              "03_spot_training", "04_results_tables")
 
 
@@ -25,7 +25,7 @@ def test_every_notebook_ran_to_the_end_without_an_error():
         assert all(c.get("execution_count") for c in code), f"{name}: a code cell did not run"
 
 
-def test_notebook00_loaded_the_stand_in_and_notebook02_made_pairs_from_its_errors():
+def test_notebook00_loaded_the_stand_in_and_notebook01_made_pairs_from_its_errors():
     nb00 = (RUNS / "notebooks" / "00_setup_and_base_model.ipynb").read_text()
     assert "weights on this machine: YES" in nb00 and "Overall Avg" in nb00
     data = RUNS / "data"
@@ -54,12 +54,12 @@ def test_the_base_and_every_run_are_scored_on_the_nine_suites():
 
 
 def test_fig2_comes_from_ifeval_on_the_kept_checkpoints_and_every_figure_is_drawn():
-    for method in ("sft_plus", "dpo", "reward_sft"):  # notebook 01's runs
+    for method in ("sft_plus", "dpo", "reward_sft"):  # notebook 02's runs
         folder = experiments.run_dir(PROFILE, experiments.RunSpec(method, "pairs"))
         rows = pd.read_csv(folder / "checkpoint-1" / "eval_ifeval.csv")
         assert set(rows["suite"]) == {"ifeval"}, method
     figures = {p.stem for p in (RUNS / "figures").glob("*.png")}
-    assert {"01_fig2_skills_over_steps", "01_fig3_training_loss", "01_fig4_rewards", "01_tether",
+    assert {"02_fig2_skills_over_steps", "02_fig3_training_loss", "02_fig4_rewards", "02_tether",
             "03_bce_vs_bco_delta", "03_where_the_update_lands", "04_summary"} <= figures, sorted(figures)
 
 

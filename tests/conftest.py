@@ -28,8 +28,8 @@ def random_policy_and_questions(profile, n: int, seed: int):
     keeps it) and n two-step arithmetic questions: the raw material of a rectified_pairs call."""
     import random
 
-    from spot_utils import arithmetic
-    from spot_utils.modeling import build_char_tokenizer, build_tiny_model
+    from spot_utils.tiny import arithmetic
+    from spot_utils.tiny.model import build_char_tokenizer, build_tiny_model
 
     tok = build_char_tokenizer()
     model = build_tiny_model(profile.model, tok, seed=0)

@@ -143,7 +143,7 @@ def test_world_settings_that_cannot_produce_the_sets_are_refused(tmp_path):
 def test_question_count_matches_the_sampler():
     import random
 
-    from spot_utils import arithmetic
+    from spot_utils.tiny import arithmetic
     from spot_utils.config import _arith_questions
 
     for max_value, max_operand, steps in [(12, 3, 2), (15, 2, 3), (10, 1, 1), (22, 3, 2), (40, 5, 1)]:
@@ -228,3 +228,11 @@ def test_dot_paths_are_relative_to_the_repository_not_the_working_directory(monk
     assert smoke.model.location == str(REPO_ROOT / "runs" / "paper_smoke" / "assets" / "model")
     assert smoke.rectification.dataset_location.startswith(str(REPO_ROOT))
     assert load_profile("paper").model.location == "Qwen/Qwen3-8B"
+
+
+def test_tasks_must_match_how_the_model_is_made(tmp_path):
+    assert load_profile("tiny").tasks == "miniature" and load_profile("paper").tasks == "paper"
+    with pytest.raises(ConfigError, match=r"line 2: 'tasks' is 'paper' but model.source is 'scratch'"):
+        load_profile(write(tmp_path, "name: x\ntasks: paper\n"))
+    with pytest.raises(ConfigError, match=r"line 2: 'tasks' is 'tiny'; allowed: miniature, paper"):
+        load_profile(write(tmp_path, "name: x\ntasks: tiny\n"))

@@ -7,15 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
-from spot_utils import analysis, arithmetic, experiments, tuning
+from spot_utils import analysis, experiments, tuning
 from spot_utils.config import METHODS, REPO_ROOT, ConfigError, load_profile
 from spot_utils.data import read_jsonl, write_jsonl
-from spot_utils.modeling import build_char_tokenizer, build_tiny_model
 from spot_utils.modeling import prompt_text
+from spot_utils.tasks import tasks_of
+from spot_utils.tiny import arithmetic
+from spot_utils.tiny.model import build_char_tokenizer, build_tiny_model
 
 
 def fake_rectification_output(profile, n_pairs=10, n_all=12, n_correct=20):
-    """What notebook 02 writes, in miniature: pairs at gamma, all pairs, direct answers, correct answers."""
+    """What notebook 01 writes, in miniature: pairs at gamma, all pairs, direct answers, correct answers."""
     tok = build_char_tokenizer()
     rng = random.Random(0)
     out = profile.runs / "data"
@@ -53,7 +55,7 @@ def test_table_datasets_equal_budget(tiny_profile):
 
 
 def test_table_datasets_missing_input_names_notebook(tiny_profile):
-    with pytest.raises(FileNotFoundError, match="02_oracle_rectification"):
+    with pytest.raises(FileNotFoundError, match="01_oracle_rectification"):
         experiments.table_datasets(tiny_profile)
 
 
@@ -80,7 +82,7 @@ def test_table_specs_cover_tables_with_seeds():
 
 @pytest.mark.slow
 def test_run_grid_trains_evaluates_and_caches(tiny_profile):
-    from spot_utils.pretrain import pretrain_base
+    from spot_utils.tiny.pretrain import pretrain_base
 
     fake_rectification_output(tiny_profile)
     pretrain_base(tiny_profile, progress=False)
@@ -96,7 +98,7 @@ def test_run_grid_trains_evaluates_and_caches(tiny_profile):
     curves = experiments.curves([run])
     assert set(curves.step) == {0, 1, 2} and curves["probe/skill"].notna().any()
     assert "probe/skill" not in experiments.curves([experiments.load_run(tiny_profile, specs[1])])  # not probed
-    assert len(experiments.eval_rows(tiny_profile, specs[0])) == len(experiments.evaluation_set(tiny_profile, "test"))
+    assert len(experiments.eval_rows(tiny_profile, specs[0])) == len(tasks_of(tiny_profile).evaluation_set("test"))
     weights = experiments.run_dir(tiny_profile, specs[0]) / "final" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
     again = experiments.run_grid(tiny_profile, specs, workers=1, progress=False)  # cached: nothing retrains
@@ -110,7 +112,7 @@ def test_run_grid_trains_evaluates_and_caches(tiny_profile):
 
 @pytest.mark.slow
 def test_reference_pass_is_shared_by_methods_and_seeds(tiny_profile):
-    from spot_utils.pretrain import pretrain_base
+    from spot_utils.tiny.pretrain import pretrain_base
 
     assert tiny_profile.training.shared_prefix  # pair and token methods then score pairs differently
 
@@ -135,7 +137,7 @@ def test_reference_pass_is_shared_by_methods_and_seeds(tiny_profile):
 def test_parallel_grid_with_an_extra_data_set(tiny_profile, tmp_path):
     """workers=2 (spawned single-thread processes): one reference pass per data set, then its runs;
     an analysis's own pairs (data=) train like a table data set and are cached the same way."""
-    from spot_utils.pretrain import pretrain_base
+    from spot_utils.tiny.pretrain import pretrain_base
 
     fake_rectification_output(tiny_profile)
     pretrain_base(tiny_profile, progress=False)

@@ -14,11 +14,12 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from spot_utils import arithmetic, generation, pipeline, training
+from spot_utils import generation, pipeline, training
 from spot_utils.config import load_profile
 from spot_utils.data import read_jsonl
-from spot_utils.modeling import build_char_tokenizer, build_tiny_model
 from spot_utils.modeling import prompt_text
+from spot_utils.tiny import arithmetic
+from spot_utils.tiny.model import build_char_tokenizer, build_tiny_model
 
 BOS = "<|begin_of_text|>"
 DAPO_HEAD = ("Solve the following math problem step by step. The last line of your response should be of the "

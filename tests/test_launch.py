@@ -1,4 +1,4 @@
-"""How notebooks 01 and 03 launch a run of a pretrained-model profile (experiments.launcher), and how
+"""How notebooks 02 and 03 launch a run of a pretrained-model profile (experiments.launcher), and how
 notebook 04 grades the stored answers of the paper's suites again (suite_eval.regrade)."""
 import sys
 from pathlib import Path

@@ -5,9 +5,9 @@ from spot_utils.config import REPO_ROOT
 
 
 def makefile_notebooks() -> list[str]:
-    text = (REPO_ROOT / "Makefile").read_text().replace("\\\n", " ")
-    names = re.search(r"^NOTEBOOKS := \$\(addprefix notebooks/,(.*)\)$", text, re.M).group(1).split()
-    return [n.strip() for n in names]
+    """The notebooks in the order `make reproduce` runs them (its loop, as make expands it)."""
+    loop = re.search(r"for nb in (.*?); do", _dry("reproduce")).group(1)
+    return [name.removeprefix("notebooks/") for name in loop.split()]
 
 
 def test_every_notebook_runs_once():
@@ -15,12 +15,16 @@ def test_every_notebook_runs_once():
     assert sorted(makefile_notebooks()) == on_disk
 
 
+def test_notebooks_run_in_name_order():
+    assert makefile_notebooks() == sorted(makefile_notebooks())
+
+
 def test_pairs_are_made_before_they_are_trained_on():
     order = makefile_notebooks()
-    made_by = {"base": "00_setup_and_base_model.ipynb", "pairs": "02_oracle_rectification.ipynb",
+    made_by = {"base": "00_setup_and_base_model.ipynb", "pairs": "01_oracle_rectification.ipynb",
                "runs": "03_spot_training.ipynb"}
-    assert order.index(made_by["base"]) < order.index(made_by["pairs"]) < order.index("01_implicit_regularization.ipynb")
-    assert order.index("01_implicit_regularization.ipynb") < order.index(made_by["runs"]) < order.index("04_results_tables.ipynb")
+    assert order.index(made_by["base"]) < order.index(made_by["pairs"]) < order.index("02_implicit_regularization.ipynb")
+    assert order.index("02_implicit_regularization.ipynb") < order.index(made_by["runs"]) < order.index("04_results_tables.ipynb")
 
 
 def _dry(*args):

@@ -10,15 +10,17 @@ import random
 
 import pytest
 
-from spot_utils import arithmetic, pipeline
+from spot_utils import pipeline
 from spot_utils.config import load_profile
 from spot_utils.math_grader import grade_math
 from spot_utils.oracle import (DEFAULT_ANSWER_FORMAT, END_MARKER, START_MARKER, AnswerLineOracle, OracleRefusal,
-                               OracleRequestError, PromptError, SymbolicOracle, direct_solve_messages,
+                               OracleRequestError, PromptError, direct_solve_messages,
                                direct_solve_prompt, parse_corrected, read_oracle_prompt, rectification_messages,
                                rectification_prompt, replace_answer_line)
 from spot_utils.oracle_server import start_server
 from spot_utils.rectify import change_ratio
+from spot_utils.tiny import arithmetic
+from spot_utils.tiny.symbolic_oracle import SymbolicOracle
 
 KEY = "test-key-3c4d5e6f7a8b"
 BOXED = "Therefore, the final answer is: $\\boxed{%s}$."

@@ -68,7 +68,7 @@ def test_two_process_launch_trains_like_one_job(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_experiments import fake_rectification_output
 
-    from spot_utils.pretrain import pretrain_base
+    from spot_utils.tiny.pretrain import pretrain_base
 
     profile = profile_for(tmp_path / "runs")
     fake_rectification_output(profile)

@@ -1,6 +1,6 @@
 """Two defects of the paper profile's Oracle step (issue 12):
 
-1. notebook 02's data stamp hashed whole config sections, so a change of max_concurrency, timeout_s,
+1. notebook 01's data stamp hashed whole config sections, so a change of max_concurrency, timeout_s,
    batch_size or tensor_parallel_size deleted errors.jsonl and every paid Oracle reply. Now
    pipeline.prepare_data_dir stamps what changes the content, per level, and moves stale files aside.
 2. OracleConfig could not pass extra_body (the released script asked Gemini for a thinking budget with
@@ -35,9 +35,10 @@ def wrap(body):
 
 def test_tiny_hashes_are_unchanged_and_extra_body_counts_once_set():
     tiny = load_profile("tiny")
-    # every section a cache key can hash ("plan" is make plan's assumptions: no cache ever reads it)
+    # every section a cache key can hash ("plan" is make plan's assumptions, "tasks" names the profile's
+    # world, spot_utils.tasks, "outputs" where figures and tables go: no cache ever reads any of them)
     assert {f.name: tiny.section_hash(f.name) for f in dataclasses.fields(Profile)
-            if f.name not in ("source_file", "plan")} == TINY_HASHES
+            if f.name not in ("source_file", "plan", "tasks", "outputs")} == TINY_HASHES
     assert tiny.rectification.oracle.extra_body == {}
     assert tiny.section_hash("rectification", "generation") == "0e10aec49d29a3bb"  # the old notebook-02 stamp's
     thinking = load_profile("tiny", **{"rectification.oracle.extra_body": {"x": 1}})
@@ -128,7 +129,7 @@ def test_thought_summaries_are_never_taken_for_the_answer(monkeypatch, tmp_path,
                                                            "cut in a thought": "parse: missing start marker"}
 
 # -----------------------------------------------------------------------------
-# notebook 02's data dir
+# notebook 01's data dir
 
 ELICITATION = ("errors.jsonl", "correct.jsonl", "truncated.jsonl")
 ORACLE = ("oracle_rectified.jsonl", "oracle_rectified.failures.jsonl", "oracle_rectified.jsonl.torn",
@@ -146,7 +147,7 @@ def tiny_on_mkl(tmp_path, **overrides):
 
 
 def fill(out):
-    """Every kind of file notebook 02 writes, each with its own content."""
+    """Every kind of file notebook 01 writes, each with its own content."""
     for name in ELICITATION + ORACLE + DERIVED:
         (out / name).write_text(f'{{"id": "{name}"}}\n')
 
@@ -241,8 +242,8 @@ def test_force_and_a_missing_stamp_move_everything_aside(tmp_path):
 
 
 def old_stamp(cfg):
-    """What notebook 02 wrote before prepare_data_dir (its cell 3, verbatim)."""
-    from spot_utils.pretrain import base_config_hash
+    """What notebook 01 wrote before prepare_data_dir (its cell 3, verbatim)."""
+    from spot_utils.modeling import base_config_hash
 
     return {"base": base_config_hash(cfg), "rectification": cfg.section_hash("rectification", "generation")}
 

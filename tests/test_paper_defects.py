@@ -7,8 +7,8 @@ import torch
 
 from spot_utils import experiments, tables, training
 from spot_utils.config import load_profile
-from spot_utils.modeling import build_char_tokenizer, build_tiny_model
 from spot_utils.modeling import prompt_text
+from spot_utils.tiny.model import build_char_tokenizer, build_tiny_model
 
 
 def records(tok, n=4):
@@ -29,8 +29,8 @@ def test_paper_batch_is_checked_against_the_launched_processes(tmp_path):
     paper = load_profile("paper_qwen3_8b", run_dir=str(tmp_path))
     model = build_tiny_model(load_profile("tiny").model, tok)  # float32: only the batch check can fail
     # one process x per-device batch 2 x accumulation 2 = 4, not 32
-    with pytest.raises(ValueError, match=r"1 processes x per-device batch 2 x accumulation 2 = 4, not the paper's "
-                                         r"batch of 32; launch 8 processes"):
+    with pytest.raises(ValueError, match=r"1 processes x per-device batch 2 x accumulation 2 = 4, not the batch "
+                                         r"of 32 \(training.global_batch\); launch 8 processes"):
         training.build_trainer("sft_plus", records(tok), paper, tmp_path / "out", model=model, tokenizer=tok,
                                progress=False)
 
@@ -81,7 +81,7 @@ def test_run_one_resume_goes_through_the_trainers_checkpoint(tiny_profile):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_experiments import fake_rectification_output
 
-    from spot_utils.pretrain import pretrain_base
+    from spot_utils.tiny.pretrain import pretrain_base
 
     fake_rectification_output(tiny_profile)
     pretrain_base(tiny_profile, progress=False)

@@ -190,7 +190,7 @@ def test_tuning_trains_on_the_prompt_the_pipeline_asks(tokenizer):
     no special tokens added), then the answer and <|im_end|>; the loss is on the answer part alone."""
     from spot_utils.generation import _render
     from spot_utils.paper_suites import math_prompt
-    from spot_utils.pretrain import IGNORE, encode_pair
+    from spot_utils.tiny.pretrain import IGNORE, encode_pair
 
     question, answer = smoke_assets.tuning_examples(0, set(), n=1)[0]
     ids, labels = encode_pair(tokenizer, math_prompt(question), answer)

@@ -377,7 +377,7 @@ def scores_for(in_domain, ood, ifeval):
 def test_paper_headline_reproduces_table1(row):
     in_domain, ood, ifeval, overall = row
     head = ps.paper_headline(scores_for(in_domain, ood, ifeval))
-    assert list(head) == ["In-domain Avg", "OOD Avg", "IF", "Overall Avg"]  # evaluation.headline's names
+    assert list(head) == ["In-domain Avg", "OOD Avg", "IF", "Overall Avg"]  # tiny.world.headline's names
     assert head["In-domain Avg"] == pytest.approx(in_domain)
     assert head["OOD Avg"] == pytest.approx(ood) and head["IF"] == pytest.approx(ifeval)
     assert head["Overall Avg"] == pytest.approx((6 * in_domain + 2 * ood + ifeval) / 9)

@@ -3,11 +3,13 @@ import random
 
 import pytest
 
-from spot_utils import arithmetic, pipeline
+from spot_utils import pipeline
 from spot_utils.data import read_jsonl, read_pairs
-from spot_utils.modeling import build_char_tokenizer
-from spot_utils.oracle import SymbolicOracle, direct_solve_messages, parse_corrected, rectification_messages
 from spot_utils.modeling import prompt_text
+from spot_utils.oracle import direct_solve_messages, parse_corrected, rectification_messages
+from spot_utils.tiny import arithmetic
+from spot_utils.tiny.model import build_char_tokenizer
+from spot_utils.tiny.symbolic_oracle import SymbolicOracle
 
 
 def corrupt(rng, p):
@@ -105,7 +107,7 @@ def test_rectified_pairs_in_one_call_is_stamped(tiny_profile, tmp_path):
     (base, settings, temperature, questions) matches, redone from an empty folder otherwise."""
 
     from conftest import random_policy_and_questions
-    from spot_utils.pretrain import pretrain_base
+    from spot_utils.tiny.pretrain import pretrain_base
 
     pretrain_base(tiny_profile, progress=False)  # the stamp names the base
     model, tok, questions = random_policy_and_questions(tiny_profile, 6, seed=3)

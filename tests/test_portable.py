@@ -1,4 +1,4 @@
-"""Portable numerics (spot_utils.portable): the same products as torch's, on OpenBLAS instead of MKL."""
+"""Portable numerics (spot_utils.tiny.portable): the same products as torch's, on OpenBLAS instead of MKL."""
 import copy
 import os
 import subprocess
@@ -8,10 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spot_utils import portable
+from spot_utils import environment
 from spot_utils.config import REPO_ROOT, ConfigError, ModelConfig, load_profile
 from spot_utils.environment import NUMERICS_PINS
-from spot_utils.modeling import build_char_tokenizer, build_tiny_model, load_model, save_model
+from spot_utils.modeling import load_model, save_model
+from spot_utils.tiny import portable
+from spot_utils.tiny.model import build_char_tokenizer, build_tiny_model
 
 
 def seeded(*shape, seed=0):
@@ -98,7 +100,7 @@ def test_a_portable_training_step_and_generation_never_call_mkl():
     code = (
         "import torch\n"
         "from spot_utils.config import ModelConfig\n"
-        "from spot_utils.modeling import build_char_tokenizer, build_tiny_model\n"
+        "from spot_utils.tiny.model import build_char_tokenizer, build_tiny_model\n"
         "tok = build_char_tokenizer()\n"
         "m = build_tiny_model(ModelConfig(portable_numerics=True), tok, seed=0)\n"
         "ids = torch.randint(5, len(tok), (4, 30))\n"
@@ -116,4 +118,4 @@ def test_a_portable_training_step_and_generation_never_call_mkl():
 
 def test_openblas_runs_the_pinned_kernels():
     # make exports OPENBLAS_CORETYPE=Haswell; without it numpy picks kernels by CPU (SkylakeX on AVX-512)
-    assert portable.openblas_coretype() == NUMERICS_PINS["OPENBLAS_CORETYPE"]
+    assert environment.openblas_coretype() == NUMERICS_PINS["OPENBLAS_CORETYPE"]

@@ -3,14 +3,17 @@ import json
 import pandas as pd
 import torch
 
-from spot_utils import world
-from spot_utils.evaluation import accuracy_table, evaluate_profile, headline
+from spot_utils.evaluation import accuracy_table, evaluate_profile
 from spot_utils.generation import generate
-from spot_utils.pretrain import BASE_META, base_dir, collate, encode_pair, load_base, lr_at, pretrain_base
+from spot_utils.modeling import base_dir
+from spot_utils.tasks import load_base
+from spot_utils.tiny import world
+from spot_utils.tiny.pretrain import BASE_META, collate, encode_pair, lr_at, pretrain_base
+from spot_utils.tiny.world import headline
 
 
 def test_encode_pair_masks_the_prompt():
-    from spot_utils.modeling import build_char_tokenizer
+    from spot_utils.tiny.model import build_char_tokenizer
 
     tok = build_char_tokenizer()
     ids, labels = encode_pair(tok, "Reverse: ab", "ba")
@@ -42,7 +45,7 @@ def test_pretraining_is_deterministic_and_cached(tiny_profile, tmp_path):
     from dataclasses import replace
     changed = replace(tiny_profile, pretrain=replace(tiny_profile.pretrain, lr=1e-3))
     assert json.loads((base_dir(tiny_profile) / BASE_META).read_text())["config_hash"] != \
-        __import__("spot_utils.pretrain", fromlist=["x"]).base_config_hash(changed)
+        __import__("spot_utils.modeling", fromlist=["x"]).base_config_hash(changed)
 
     tests = world.test_sets(tiny_profile.world, tiny_profile.seed)
     rows1 = evaluate_profile(model, tok, tiny_profile, tests, progress=False)

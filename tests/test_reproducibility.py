@@ -14,6 +14,7 @@ from spot_utils import environment
 from spot_utils.config import REPO_ROOT, load_profile
 from spot_utils.environment import NUMERICS_PINS
 from spot_utils.progress import LineBar
+from spot_utils.tiny import portable
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 MAKEFILE = (REPO_ROOT / "Makefile").read_text()
@@ -175,7 +176,7 @@ def test_a_line_bar_prints_where_it_stopped(capsys):
 
 
 def test_the_numerics_fingerprint_is_the_same_bits_every_time():
-    assert environment.numerics_fingerprint(threads=1) == environment.numerics_fingerprint(threads=1)
+    assert portable.numerics_fingerprint(threads=1) == portable.numerics_fingerprint(threads=1)
 
 
 def test_numerics_probe_is_repeatable_and_matches_the_saved_machines():

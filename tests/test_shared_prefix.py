@@ -4,9 +4,10 @@ import pytest
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from spot_utils import portable, shared_prefix
+from spot_utils import shared_prefix
 from spot_utils.config import load_profile
-from spot_utils.modeling import build_char_tokenizer, build_tiny_model
+from spot_utils.tiny import portable
+from spot_utils.tiny.model import build_char_tokenizer, build_tiny_model
 
 # (prompt, y+, y-) as token ids; every case in one batch, so the rows are padded to different lengths.
 CASES = {

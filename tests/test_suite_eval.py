@@ -8,7 +8,8 @@ import pytest
 
 from spot_utils import paper_suites, suite_eval
 from spot_utils.config import ModelConfig, load_profile
-from spot_utils.modeling import build_char_tokenizer, build_tiny_model, save_model
+from spot_utils.modeling import save_model
+from spot_utils.tiny.model import build_char_tokenizer, build_tiny_model
 
 FIXTURES = "tests/fixtures/paper"
 

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from spot_utils import tables
-from spot_utils.evaluation import accuracy_table, headline
+from spot_utils.evaluation import accuracy_table
+from spot_utils.tiny.world import headline
 
 
 def rows():

@@ -10,10 +10,11 @@ import yaml
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from spot_utils import arithmetic, losses, training, world
+from spot_utils import losses, training
 from spot_utils.config import METHODS, REPO_ROOT, ConfigError, load_profile
-from spot_utils.modeling import build_char_tokenizer, build_tiny_model
 from spot_utils.modeling import prompt_text
+from spot_utils.tiny import arithmetic, world
+from spot_utils.tiny.model import build_char_tokenizer, build_tiny_model
 
 N_EXAMPLES = 32
 
@@ -215,7 +216,7 @@ def test_probe_callback_logs_accuracy_across_steps(tiny_profile, tok, tmp_path):
     rng = random.Random(1)
     probe = [world.arithmetic_example(rng, 2, tiny_profile.world, f"p{i}") for i in range(4)]
     probe += [world.skill_example(rng, "upper", tiny_profile.world, f"s{i}") for i in range(2)]
-    cb = training.ProbeCallback(probe, every_n_steps=2, max_new_tokens=4)
+    cb = training.ProbeCallback(probe, world.grade, every_n_steps=2, max_new_tokens=4)
     result = run("spot_bce", tiny_profile, tok, tmp_path / "probe", callbacks=[cb])
     rows = [r for r in result.log_history if "probe/arithmetic" in r]
     assert [r["step"] for r in rows] == [0, 2, 4]
@@ -240,7 +241,7 @@ def test_training_config_tiny_and_paper():
     for t in (qwen, llama):  # App. C
         assert (t.beta, t.epochs, t.max_length, t.bf16, t.gradient_checkpointing) == (0.1, 2.0, 8192, True, True)
         assert (t.per_device_batch_size, t.gradient_accumulation_steps) == (2, 2)
-        assert t.shared_prefix  # pair methods: one packed row per pair (on SDPA, see training._load_policy)
+        assert t.shared_prefix  # pair methods: one packed row per pair (on SDPA, see tasks.PaperTasks.load_policy)
         assert (t.lr_scheduler, t.warmup_ratio, t.weight_decay, t.adam_beta1, t.adam_beta2) == \
             ("cosine", 0.05, 0.01, 0.9, 0.95)
     assert (qwen.lr["spot_bco"], qwen.lr["spot_bce"], qwen.lr["sft"], qwen.lr["rft"], qwen.lr["sft_plus"]) == \
@@ -377,13 +378,13 @@ def test_reference_pass_in_length_groups_equals_trls(tiny_profile, tok, tmp_path
 def test_only_shared_prefix_pair_runs_trade_flash_attention_for_sdpa(monkeypatch):
     """A paper profile's "auto" kernel (FlashAttention-2 on a GPU box) becomes SDPA only where the block
     mask is used: pair methods with training.shared_prefix. Token methods keep what "auto" picks."""
-    from spot_utils import modeling
+    from spot_utils import tasks
 
-    monkeypatch.setattr(modeling, "attention_implementation", lambda requested, device: requested)
-    monkeypatch.setattr(modeling, "load_model", lambda *a, attn_implementation, **kw: attn_implementation)
+    monkeypatch.setattr(tasks, "attention_implementation", lambda requested, device: requested)
+    monkeypatch.setattr(tasks, "load_model", lambda *a, attn_implementation, **kw: attn_implementation)
     paper = load_profile("paper")
     assert paper.model.attn_implementation == "auto" and paper.training.shared_prefix
-    assert training._load_policy(paper, "spot_bco") == "sdpa"
-    assert training._load_policy(paper, "sft") == "auto"
+    assert tasks.tasks_of(paper).load_policy("spot_bco") == "sdpa"
+    assert tasks.tasks_of(paper).load_policy("sft") == "auto"
     paper.training.shared_prefix = False
-    assert training._load_policy(paper, "spot_bco") == "auto"
+    assert tasks.tasks_of(paper).load_policy("spot_bco") == "auto"

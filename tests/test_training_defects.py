@@ -13,8 +13,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from spot_utils import experiments, losses, training
 from spot_utils.config import ConfigError, load_profile
 from spot_utils.data import read_jsonl, write_jsonl
-from spot_utils.modeling import build_char_tokenizer, build_tiny_model
 from spot_utils.modeling import prompt_text
+from spot_utils.tiny.model import build_char_tokenizer, build_tiny_model
 
 TOKEN_METHODS = ("sft", "rft", "sft_plus", "dft")
 VOCAB = 8192  # the scratch model's head: wide next to its width (32), so the logits dwarf every other tensor
@@ -153,7 +153,7 @@ def test_the_paper_profiles_take_the_fused_path_and_tiny_does_not(tiny_profile, 
 
 
 def write_rectification_output(profile, n_pairs=30, n_all=40, n_correct=25, no_direct_every=7):
-    """Notebook 02's files in miniature; questions q000, q007, q014, ... have no verified direct answer."""
+    """Notebook 01's files in miniature; questions q000, q007, q014, ... have no verified direct answer."""
     out = profile.runs / "data"
     rec = [{"id": f"q{i:03d}", "prompt": f"p{i}", "question": f"question {i}"} for i in range(max(n_all, n_correct))]
     pairs = [{**r, "chosen": f"right {r['id']}", "rejected": f"wrong {r['id']}"} for r in rec[:n_all]]

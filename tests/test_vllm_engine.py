@@ -10,7 +10,7 @@ import torch
 
 from spot_utils import generation, suite_eval
 from spot_utils.config import load_profile
-from spot_utils.modeling import build_char_tokenizer
+from spot_utils.tiny.model import build_char_tokenizer
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@ import random
 
 import pytest
 
-from spot_utils import arithmetic, skills, world
 from spot_utils.config import load_profile
+from spot_utils.tiny import arithmetic, skills, world
 
 
 def test_arithmetic_solution_is_correct_and_parses():

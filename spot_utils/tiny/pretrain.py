@@ -1,5 +1,8 @@
 """Base pretraining of the tiny model on the miniature world (the stand-in for Qwen3-8B's pretraining).
 
+    meta = pretrain_base(load_profile("tiny"))     # trains, or reuses runs/tiny/base/; meta["history"]: curves
+    model, tokenizer = load_base(profile)           # then, from spot_utils.tasks
+
 A plain PyTorch loop in the spirit of nanoGPT: AdamW, linear warmup then cosine decay, loss on the
 response tokens only. Each batch mixes the task families by the mix weights (a skills-heavy
 curriculum mix for the first steps) and is run as one micro-batch per family, which keeps padding
@@ -12,18 +15,17 @@ import json
 import math
 import random
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..config import Profile
+from ..environment import warn_if_numerics_unpinned
+from ..evaluation import greedy_accuracy
+from ..modeling import base_config_hash, base_dir, count_parameters, prompt_text, save_model
+from ..progress import progress as progress_bar
 from . import world
-from .config import Profile
-from .environment import warn_if_numerics_unpinned
-from .evaluation import greedy_accuracy
-from .modeling import (build_char_tokenizer, build_tiny_model, count_parameters, load_model, prompt_text,
-                       save_model)
-from .progress import progress as progress_bar
+from .model import build_char_tokenizer, build_tiny_model
 
 IGNORE = -100
 BASE_META = "spot_base.json"
@@ -63,14 +65,6 @@ def lr_at(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def base_dir(profile: Profile) -> Path:
-    return profile.runs / "base"
-
-
-def base_config_hash(profile: Profile) -> str:
-    return profile.section_hash("seed", "model", "world", "pretrain")
-
-
 def task_micro_batches(examples, tokenizer) -> list[tuple[str, dict, int]]:
     """Split one mixed batch into one micro-batch per task family (their lengths differ by 4x, so
     padding them together would waste most of the compute). Returns (task, batch, response tokens).
@@ -90,7 +84,7 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
     """Train the tiny base model (or reuse the cached one) and return its metadata, which holds the
     loss and probe-accuracy curves. Model and tokenizer are saved with save_pretrained under
     runs/<profile>/base/."""
-    if not profile.is_tiny:
+    if profile.model.source != "scratch":  # a guard: only a model built here is pretrained here
         raise ValueError(f"profile {profile.name!r} loads a pretrained model ({profile.model.name_or_path}); "
                          "only the tiny profile pretrains its base")
     warn_if_numerics_unpinned()
@@ -144,7 +138,7 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
             row.update({f"loss/{task}": float(np.mean(v)) for task, v in running.items()})
             if probe and ((step + 1) % cfg.probe_every == 0 or last):
                 model.eval()
-                row.update(greedy_accuracy(model, tokenizer, probe))
+                row.update(greedy_accuracy(model, tokenizer, probe, world.grade))
                 model.train()
             history.append(row)
             running = {}
@@ -157,16 +151,3 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
     meta_path.write_text(json.dumps(meta, indent=1))
     return meta
 
-
-def load_base(profile: Profile):
-    """(model, tokenizer) of the profile's base model: the tiny one from runs/, or the hub model."""
-    if profile.is_tiny:
-        warn_if_numerics_unpinned()
-        path = base_dir(profile)
-        if not (path / BASE_META).exists():
-            raise FileNotFoundError(f"no tiny base model at {path}: run notebooks/00_setup_and_base_model.ipynb "
-                                    "(or spot_utils.pretrain.pretrain_base) first")
-        return load_model(path)
-    return load_model(profile.model.location, dtype=profile.model.dtype,
-                      device="cuda" if torch.cuda.is_available() else "cpu",
-                      attn_implementation=profile.model.attn_implementation)

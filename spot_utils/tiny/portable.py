@@ -10,8 +10,9 @@ held to one kernel family by OPENBLAS_CORETYPE=Haswell and to one thread (OPENBL
     y = x @ W^T              (every nn.Linear)
     s = q @ k^T,  o = p @ v   (attention, the "portable" implementation registered with transformers)
 Everything else (norms, softmax, RoPE, AdamW) stays in torch. A portable model is a plain
-Qwen3ForCausalLM whose config carries `spot_portable: true`; `modeling.load_model` restores it, so a
-saved tiny model loads portable everywhere. MKL is never called in a portable run (tests/test_portable.py
+Qwen3ForCausalLM whose config carries `spot_portable: true`; `spot_utils.modeling.load_model` restores
+it, so a saved tiny model loads portable everywhere. `numerics_fingerprint` hashes a few training steps
+of such a model: two machines with the same fingerprint compute the same numbers. MKL is never called in a portable run (tests/test_portable.py
 checks it). Cost (make bench): at 1 thread, as post-training runs, none against stock torch; at 2 threads,
 as pretraining runs, the products stay on one thread (still faster than MKL's COMPATIBLE branch).
 """
@@ -23,7 +24,9 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-CONFIG_FLAG = "spot_portable"   # the model config's attribute that marks a portable model
+from ..modeling import PORTABLE_FLAG
+
+CONFIG_FLAG = PORTABLE_FLAG     # the model config's attribute that marks a portable model
 ATTENTION = "portable"          # its attention implementation's name in transformers' registry
 
 
@@ -45,15 +48,6 @@ def _one_blas_thread() -> None:
     for lib in _openblas:
         if lib.get_num_threads() != 1:
             lib.set_num_threads(1)
-
-
-def openblas_coretype() -> str | None:
-    """The kernel family numpy's OpenBLAS runs (None without OpenBLAS); portable bits need the pinned one
-    (environment.NUMERICS_PINS["OPENBLAS_CORETYPE"])."""
-    from threadpoolctl import threadpool_info
-
-    found = [i for i in threadpool_info() if i.get("internal_api") == "openblas" and "numpy" in i["filepath"]]
-    return found[0].get("architecture") if found else None
 
 
 def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -78,7 +72,7 @@ class _Matmul(torch.autograd.Function):
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b on portable kernels (CPU tensors, both float32 or both float64 (notebook 01's exact check);
+    """a @ b on portable kernels (CPU tensors, both float32 or both float64 (notebook 02's exact check);
     no broadcasting of leading dimensions)."""
     if a.dtype != b.dtype or a.dtype not in (torch.float32, torch.float64) or {a.device.type, b.device.type} != {"cpu"}:
         raise TypeError(f"portable matmul takes two float32 or two float64 CPU tensors, got {a.dtype}/{a.device} "
@@ -119,7 +113,7 @@ AttentionMaskInterface.register(ATTENTION, eager_mask)  # the additive float mas
 
 
 def make_portable(model):
-    """Switch a CPU model (float32; float64 for notebook 01's check) to portable kernels in place, and mark
+    """Switch a CPU model (float32; float64 for notebook 02's check) to portable kernels in place, and mark
     its config so a saved copy loads portable: every plain nn.Linear becomes a PortableLinear, its
     attention the portable one."""
     for module in model.modules():
@@ -133,3 +127,38 @@ def make_portable(model):
 def is_portable(model_or_config) -> bool:
     config = getattr(model_or_config, "config", model_or_config)
     return bool(getattr(config, CONFIG_FLAG, False))
+
+
+def numerics_fingerprint(threads: int = 1) -> str:
+    """A short hash of the bits of a few training steps: a small portable Qwen3 (ModelConfig's defaults,
+    this module's kernels, as the tiny profile runs), seeded weights and data, batches of several
+    shapes (BLAS picks its blocking by shape, so one shape could
+    agree where another does not), AdamW steps, `threads` torch threads (post-training runs use 1,
+    pretraining 2). Two machines with the same fingerprint compute the same numbers; notebook 00 shows it
+    and nbval checks it, so a CPU whose bits differ despite the pins is named at once instead of through
+    a changed table."""
+    import hashlib
+
+    from ..config import ModelConfig
+    from .model import build_char_tokenizer, build_tiny_model  # model.py builds on this module
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        tokenizer = build_char_tokenizer()
+        model = build_tiny_model(ModelConfig(portable_numerics=True), tokenizer, seed=0)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        generator = torch.Generator().manual_seed(0)
+        digest = hashlib.sha256()
+        for batch, length in ((16, 64), (7, 93), (1, 37), (9, 130)):
+            ids = torch.randint(5, len(tokenizer), (batch, length), generator=generator)
+            model(input_ids=ids, labels=ids).loss.backward()
+            for p in model.parameters():
+                digest.update(p.grad.numpy().tobytes())
+            optimizer.step()
+            optimizer.zero_grad()
+        for p in model.parameters():
+            digest.update(p.detach().numpy().tobytes())
+        return digest.hexdigest()[:12]
+    finally:
+        torch.set_num_threads(before)

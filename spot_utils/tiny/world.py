@@ -1,11 +1,20 @@
 """The miniature world: the three task families as one stream of chat examples.
 
-- in-domain reasoning: multi-step arithmetic (tiers = number of steps; the DAPO-Math analog)
-- prior knowledge / instruction following: string skills (the IFEval analog)
-- out-of-domain reasoning: Connect4 winning moves (the Connect4 / GPQA analog)
+    tests = test_sets(profile.world, profile.seed)        # held-out Examples, in a fixed order
+    grade(ex.task, response, ex.ground_truth)              # {"correct": ..., (Connect4) "own", "opponent"}
+    headline(rows)                                         # Table 1's columns from graded rows
+
+- in-domain reasoning: multi-step arithmetic (tiers = number of steps; the DAPO-Math analog; arithmetic.py)
+- prior knowledge / instruction following: string skills (the IFEval analog; skills.py)
+- out-of-domain reasoning: Connect4 winning moves (the Connect4 / GPQA analog; spot_utils.connect4, the
+  paper's own engine, on a compact board)
 
 Held-out test sets are drawn first from their own seed; pretraining and elicitation never see a
 test question (checked by exact question text), so test accuracy is accuracy on unseen questions.
+Headline numbers follow the paper's Table 1: In-domain Avg (mean over the arithmetic tiers, the
+analog of the six math sets), OOD Avg (Connect4, the mean of its two accuracies), IF (prompt-level
+strict accuracy over all skills) and Overall Avg (mean over every benchmark, as in the paper where
+Overall = mean of the nine benchmarks).
 """
 from __future__ import annotations
 
@@ -13,8 +22,11 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
-from . import arithmetic, connect4, skills
-from .config import WorldConfig
+import pandas as pd
+
+from .. import connect4
+from ..config import WorldConfig
+from . import arithmetic, skills
 
 TASKS = ("arithmetic", "skill", "connect4")
 # Offsets keep the random streams of the different uses apart for one profile seed.
@@ -60,6 +72,17 @@ def grade(task: str, response: str, ground_truth: Any) -> dict[str, bool]:
         mine, theirs = connect4.grade_connect4(response, connect4.parse_compact(ground_truth))
         return {"correct": mine and theirs, "own": mine, "opponent": theirs}
     raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+
+
+def headline(rows: pd.DataFrame) -> dict[str, float]:
+    """The paper's summary columns (Table 1), in %, from graded rows (evaluation.evaluate)."""
+    arith = rows[rows.task == "arithmetic"].groupby("tier")["correct"].mean()
+    c4 = rows[rows.task == "connect4"]
+    c4_score = (c4["own"].mean() + c4["opponent"].mean()) / 2 if len(c4) else float("nan")
+    ifeval = rows[rows.task == "skill"]["correct"].mean()
+    benchmarks = list(arith.values) + [c4_score, ifeval]
+    return {"In-domain Avg": 100 * arith.mean(), "OOD Avg": 100 * c4_score, "IF": 100 * ifeval,
+            "Overall Avg": 100 * sum(benchmarks) / len(benchmarks)}
 
 
 def test_sets(cfg: WorldConfig, seed: int) -> list[Example]:
