@@ -89,10 +89,11 @@ def main():
     evaluate_profile(model, tok, profile, tests, progress=False)
     seconds = time.perf_counter() - start
     print(f"evaluation of one run: {len(tests)} test questions in {seconds:.1f} s ({len(tests) / seconds:.0f} / s)")
-    runs = len(experiments.table_specs(profile)) + 1  # + notebook 02's hot-pairs run
+    # + notebook 02's hot-pairs run and its runs at one learning rate
+    runs = len(experiments.table_specs(profile)) + 1 + len(experiments.common_rate_specs(profile))
     workers = experiments.grid_workers(profile)  # experiments.workers, 0 meaning one per core
     estimate = runs * (steps * rows[1][2] + seconds) / workers
-    print(f"estimate for the {runs} runs of notebooks 01 + 03 on {workers} workers "
+    print(f"estimate for the {runs} runs of notebooks 02 + 03 on {workers} workers "
           f"(each timed as a pair run of {steps} steps + one evaluation): at least {estimate / 60:.1f} min "
           f"(best-of-{REPEATS} step times; no optimizer step, probes, loading or reference passes)")
 

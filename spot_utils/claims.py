@@ -3,6 +3,7 @@
     from spot_utils import claims
     rows = claims.table_claims(per_run, base, counts)          # Tables 1-3 (notebooks 03, 04)
     rows += claims.curve_claims(curves, retention, "probe/skill")  # Figs 2-4 (notebook 02)
+    rows += claims.common_rate_claims(runs, base, counts, lr)  # Fig. 2 at one learning rate (notebook 02)
     rows += claims.section4_claims(curves, landing)            # Sec. 4 (notebook 03)
     claims.frame(rows)                                         # one row per claim, verdict included
 
@@ -12,7 +13,8 @@ in-domain": SPoT's mean minus SFT's), and a standard error se of d:
   * accuracies: each side is a mean over its seeds; its error adds in quadrature the spread of the seeds
     (sd / sqrt(seeds), none for one seed) and the binomial noise of a finite test set
     (sqrt(p (1 - p) / n) / sqrt(seeds), n = graded answers behind the column);
-  * training curves and token analyses: the spread of the seeds (or of the pairs) only.
+  * training curves and token analyses: the spread of the seeds (or of the pairs) only; a curve of one
+    seed has no measure of its noise, so its claims stay inconclusive.
 "Keeps" claims are tested against a margin: "SPoT keeps IF" holds when IF falls by less than MARGIN points.
 Verdict: untestable when both sides sit at the same end of an accuracy scale (100% or 0%: nothing could
 move, so nothing is shown); otherwise agree if d / se > Z (a one-sided test at 5%), disagree if
@@ -26,11 +28,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import paper_suites
+
 Z = 1.645        # one-sided 5%
 MARGIN = 1.0     # points: a "keeps" claim allows a fall smaller than this
 LOSS_NEAR_ZERO = 0.1 * np.log(2)  # a pair loss "near zero": a tenth of its value at the start (log 2, r = 0)
 RULE = (f"verdict: d = the claim's evidence (positive = as the paper says), se = its standard error "
-        f"(seeds, and binomial noise of the test set for accuracies); agree if d/se > {Z}, disagree if "
+        f"(seeds, and binomial noise of the test set for accuracies; none for a curve of one seed: inconclusive); "
+        f"agree if d/se > {Z}, disagree if "
         f"d/se < -{Z}, else inconclusive; untestable when both sides sit at 100% (or 0%); "
         f"'keeps' = falls by less than {MARGIN:g} point")
 VERDICTS = ("agree", "disagree", "inconclusive", "untestable")
@@ -68,6 +73,8 @@ class Side:
 def verdict(d: float, se: float, untestable: bool = False) -> str:
     if untestable:
         return "untestable"
+    if np.isnan(se):  # no estimate of the noise (a training curve of one seed): nothing is decided
+        return "inconclusive"
     if se == 0:
         return "inconclusive" if d == 0 else ("agree" if d > 0 else "disagree")
     z = d / se
@@ -101,12 +108,21 @@ def compare(id: str, source: str, claim: str, a: Side, b: Side, margin: float = 
 
 # --- Tables 1-3: accuracies of the runs -------------------------------------------------------------
 
+# which graded answers stand behind each headline column: the miniature's rows name their task, the paper's
+# their suite (paper_suites)
+ANSWER_GROUPS = {
+    "task": {"In-domain Avg": ("arithmetic",), "OOD Avg": ("connect4",), "IF": ("skill",)},
+    "suite": {"In-domain Avg": paper_suites.IN_DOMAIN, "OOD Avg": paper_suites.OOD, "IF": ("ifeval",)},
+}
+
+
 def answer_counts(rows: pd.DataFrame) -> dict[str, int]:
-    """Graded answers behind each headline column, from one run's evaluation rows (the tiny world's tasks):
-    the n of the binomial noise."""
-    n = rows.groupby("task").size()
-    return {"In-domain Avg": int(n.get("arithmetic", 0)), "OOD Avg": int(n.get("connect4", 0)),
-            "IF": int(n.get("skill", 0)), "Overall Avg": int(n.sum())}
+    """Graded answers behind each headline column, from one run's evaluation rows (the miniature's or the
+    paper's suites): the n of the binomial noise."""
+    column = next(c for c in ANSWER_GROUPS if c in rows)
+    n = rows.groupby(column).size()
+    counts = {col: int(n[n.index.isin(names)].sum()) for col, names in ANSWER_GROUPS[column].items()}
+    return {**counts, "Overall Avg": int(n.sum())}
 
 
 def table_claims(per_run: pd.DataFrame, base: dict, counts: dict[str, int] | None = None) -> list[dict]:
@@ -163,6 +179,18 @@ def table_claims(per_run: pd.DataFrame, base: dict, counts: dict[str, int] | Non
     return rows
 
 
+def common_rate_claims(runs: pd.DataFrame, base: dict, counts: dict[str, int] | None, lr: float) -> list[dict]:
+    """Fig. 2 at one learning rate for every method (experiments.common_rate_specs): the test IF of SFT+,
+    DPO, Reward-SFT and SPoT-BCO against the base's, where the tuned rates leave every method at the ceiling."""
+    n = (counts or {}).get("IF")
+    side = lambda method: Side(LABELS[method], tuple(runs[runs.method == method]["IF"].astype(float)), n)
+    base_if = Side("base", (float(base["IF"]),), n)
+    rows = [compare("F2.4", "Fig. 2", f"SFT+ loses IF (at one rate for all, lr {lr:g})", base_if, side("sft_plus"))]
+    for i, m in enumerate(("dpo", "reward_sft", "spot_bco"), 5):
+        rows.append(compare(f"F2.{i}", "Fig. 2", f"{LABELS[m]} keeps IF (at the same rate)", side(m), base_if, MARGIN))
+    return rows
+
+
 # --- Figures 2-4 and Section 4: training curves ------------------------------------------------------
 
 def _per_seed(curves: pd.DataFrame, method: str, key: str, where: str = "last") -> dict[int, float]:
@@ -184,7 +212,7 @@ def _per_seed(curves: pd.DataFrame, method: str, key: str, where: str = "last") 
 
 def _seed_row(id, source, claim, values: dict[int, float], measured: str, untestable: bool = False) -> dict:
     v = np.array(list(values.values()))
-    se = float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+    se = float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")  # one seed: no spread to measure
     return row(id, source, claim, f"{measured} ({len(v)} seed{'s' if len(v) > 1 else ''})", v.mean(), se, untestable)
 
 
@@ -262,9 +290,10 @@ def section4_claims(curves: pd.DataFrame, landing: dict[str, pd.DataFrame]) -> l
     lam_bce = {s: 1 - sig(v) for s, v in bce.items()}
     lam_bco = {s: 1 - sig(bco[s] - delta[s]) for s in bco}
     a, b = Side("BCO", tuple(lam_bco.values())), Side("BCE", tuple(lam_bce.values()))
+    se = (a.se ** 2 + b.se ** 2) ** 0.5 if len(a.values) > 1 else float("nan")  # one seed: no spread to measure
     rows = [row("S4.1", "Sec. 4", "BCE's positive term saturates earlier than BCO's (a smaller 1 - sigmoid at the end)",
                 f"tether over the last third: BCO {a.mean:.1e} vs BCE {b.mean:.1e} ({len(a.values)} seeds)", a.mean - b.mean,
-                (a.se ** 2 + b.se ** 2) ** 0.5)]
+                se)]
     spot, sftp = shared_share(landing["SPoT-BCO"]), shared_share(landing["SFT+"])
     d = sftp.mean() - spot.mean()
     se = (sftp.var(ddof=1) / len(sftp) + spot.var(ddof=1) / len(spot)) ** 0.5
@@ -280,18 +309,19 @@ def section4_claims(curves: pd.DataFrame, landing: dict[str, pd.DataFrame]) -> l
 # --- the table, its files and the README's summary ---------------------------------------------------
 
 def frame(rows: list[dict]) -> pd.DataFrame:
-    """The claims as a table, in the order given, one row per claim id."""
+    """The claims as a table, one row per claim id, in the paper's order: Tables (T), Figures (F), Sections (S)."""
     out = pd.DataFrame(rows, columns=list(COLUMNS))
     if out.id.duplicated().any():
         raise ValueError(f"claim ids repeat: {sorted(out.id[out.id.duplicated()])}")
-    return out
+    key = out.id.map(lambda i: ("TFS".find(i[0]), *(int(p) if p.isdigit() else p for p in i[1:].split("."))))
+    return out.iloc[sorted(range(len(out)), key=lambda k: key.iloc[k])].reset_index(drop=True)
 
 
 def shown(claims: pd.DataFrame) -> pd.DataFrame:
     """What a notebook displays: claim, numbers, d and se (3 significant digits), verdict."""
     out = claims.set_index("id")[["source", "claim", "measured", "d", "se", "verdict", "note"]].copy()
     out["d"] = out["d"].map(lambda v: f"{v:+.3g}")
-    out["se"] = out["se"].map(lambda v: f"{v:.3g}")
+    out["se"] = out["se"].map(lambda v: "none" if np.isnan(v) else f"{v:.3g}")
     return out
 
 
@@ -305,7 +335,7 @@ def read(path: Path) -> pd.DataFrame:
     if not Path(path).exists():
         raise FileNotFoundError(f"missing {path}: the notebook that tests these claims writes it "
                                 f"(02_implicit_regularization, 03_spot_training)")
-    return pd.read_csv(path, keep_default_na=False)
+    return pd.read_csv(path).fillna({"note": ""})  # se stays NaN where a one-seed curve has none
 
 
 def markdown(claims: pd.DataFrame, where: str) -> str:

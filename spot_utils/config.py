@@ -252,14 +252,18 @@ class ExperimentsConfig:
     # every method's training set is capped to this many examples (0: the whole rectified pair set);
     # the paper: 4,000 pairs for Qwen3-8B, 1,500 for Llama-3.1-8B (its number of correct answers, for RFT)
     train_examples: int = 0
+    # Fig. 2 once more with every method at this one learning rate (0: off), beside the tuned rates:
+    # forgetting shows where the rates are high enough to differ (notebook 02)
+    common_lr: float = 0.0
     # how a run of a pretrained-model profile is launched from the notebooks: a command line that
     # experiments.launch_run completes with `-m spot_utils.experiments ...`; {processes} = the paper's batch
     # of 32 / (per-device batch x accumulation). Empty: the notebooks print the command and stop.
     launcher: str = ""
     _positive = ("probe_size",)
-    _non_negative = ("workers", "probe_every", "train_examples")
+    _non_negative = ("workers", "probe_every", "train_examples", "common_lr")
     _hash_when_set = ("train_examples",)  # added after the tiny outputs were committed: 0 keeps their hashes
-    _never_hashed = ("workers", "launcher")  # how many processes, and how they start, change nothing computed
+    # how many processes, how they start, and which extra runs exist (a run's own lr is in its key): nothing computed
+    _never_hashed = ("workers", "launcher", "common_lr")
 
 
 @dataclass

@@ -595,6 +595,16 @@ TABLE_3 = (("spot_bco", "direct_pairs"), ("spot_bco", "pairs"), ("spot_bco", "ha
 KEY_METHODS = ("sft", "rft", "sft_plus", "dpo", "reward_sft", "spot_bce", "spot_bco")  # the claims: every seed
 
 
+COMMON_RATE_METHODS = ("sft_plus", "dpo", "reward_sft", "spot_bco")  # Fig. 2's methods, and SPoT beside them
+
+
+def common_rate_specs(profile: Profile) -> list[RunSpec]:
+    """The runs of Fig. 2 at one learning rate for every method (experiments.common_lr; none when 0), on the
+    rectified pairs and the first seed."""
+    lr = profile.experiments.common_lr
+    return [RunSpec(m, "pairs", profile.experiments.seeds[0], lr=lr) for m in COMMON_RATE_METHODS] if lr else []
+
+
 def table_specs(profile: Profile) -> list[RunSpec]:
     """Every run of Tables 1-3: the methods behind the paper's claims on every seed of the profile,
     DFT and the data ablations of Table 3 on the first seed (the CPU budget of the tiny profile)."""

@@ -352,3 +352,21 @@ def rectified_pairs(profile: Profile, model, tokenizer, questions: list[dict], o
                   f"{summary.succeeded} Oracle replies ({summary.failed} failed: {dict(summary.failure_reasons) or 'none'})"
                   f" -> {len(pairs)} verified pairs (skipped: {dict(skipped) or 'none'}) -> {len(kept)} at gamma "
                   f"{profile.rectification.gamma:g}{moved}")
+
+
+def make_datasets(profile: Profile) -> dict[str, int]:
+    """Notebook 01 in one call, for scripts (make robustness): elicit the base policy's answers (reused
+    when the data dir's stamp matches), rectify the errors and write direct answers with the profile's
+    Oracle (resumed from its reply files), then write the data sets of Tables 1-3. Returns their sizes."""
+    out, _ = prepare_data_dir(profile)
+    model, tokenizer = sampling_policy(profile)
+    if not (out / "errors.jsonl").exists():
+        elicit(profile, model, tokenizer, elicitation_questions(profile))
+    errors = read_jsonl(out / "errors.jsonl")
+    with oracle_endpoint(profile) as (oracle, _):
+        oracle.run(rectification_requests(profile, errors), out / "oracle_rectified.jsonl",
+                   out / "oracle_rectified.failures.jsonl", desc="rectify")
+        oracle.run(direct_requests(profile, errors), out / "oracle_direct.jsonl", out / "oracle_direct.failures.jsonl",
+                   desc="direct answers")
+    pairs, _ = build_pairs(profile, tokenizer, oracle_records(out / "oracle_rectified.jsonl"))
+    return write_datasets(profile, pairs, oracle_records(out / "oracle_direct.jsonl"), profile.rectification.gamma)

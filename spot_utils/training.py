@@ -304,7 +304,7 @@ class SPoTTrainer(DPOTrainer):
 
     def _precompute_ref_logps(self, dataset, name, batch_size):
         """TRL's reference pass, cached on disk when `ref_cache_dir` is set. Every method and seed of
-        notebooks 01/03 trains from the same base on the same pairs, so the pass (as long as a third
+        notebooks 02/03 trains from the same base on the same pairs, so the pass (as long as a third
         of a tiny run) is done once. The key holds the reference weights (TRL's own hash), the
         tokenised data, the batch size and the thread count: the cached numbers are bit-identical to
         what this run would compute."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from spot_utils import experiments, paper_suites
+from spot_utils import claims, experiments, paper_suites
 from spot_utils.config import load_profile
 
 PROFILE = load_profile("paper_smoke")
@@ -61,6 +61,12 @@ def test_fig2_comes_from_ifeval_on_the_kept_checkpoints_and_every_figure_is_draw
     figures = {p.stem for p in (RUNS / "figures").glob("*.png")}
     assert {"02_fig2_skills_over_steps", "02_fig3_training_loss", "02_fig4_rewards", "02_tether",
             "03_bce_vs_bco_delta", "03_where_the_update_lands", "04_summary"} <= figures, sorted(figures)
+
+
+def test_every_claim_is_decided_on_the_paper_path():
+    table = pd.read_csv(RUNS / "results" / "claims.csv", keep_default_na=False)
+    assert {"T1.1", "T2.9", "T3.3", "F2.1", "F3.1", "F4.7", "S4.1", "S4.2"} <= set(table.id)
+    assert set(table.verdict) <= set(claims.VERDICTS)
 
 
 def test_delta_is_traced_on_every_step():

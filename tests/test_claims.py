@@ -116,3 +116,36 @@ def test_readme_shows_the_claims_notebook04_wrote():
     """The README's "what the miniature reproduces" is notebook 04's claims summary, verbatim."""
     summary = (REPO_ROOT / "results" / "tiny" / "claims.md").read_text().strip()
     assert summary in (REPO_ROOT / "README.md").read_text()
+
+
+def test_a_training_curve_of_one_seed_decides_nothing():
+    curves = _curves("reward_sft", [0, 1, 2, 3, 4, 5, 6, 7, 8], seeds=(0,))
+    row = claims._seed_row("F", "Fig. 4", "rises", claims._per_seed(curves, "reward_sft", "rewards/chosen"), "r+")
+    assert row["d"] == 7.0 and row["verdict"] == "inconclusive"
+
+
+def test_at_one_common_rate_forgetting_is_tested_against_the_base():
+    runs = pd.DataFrame({"method": ["sft_plus", "dpo", "reward_sft", "spot_bco"], "IF": [50.0, 44.0, 97.8, 99.8]})
+    rows = claims.frame(claims.common_rate_claims(runs, {"IF": 100.0}, {"IF": 400}, 1e-3))
+    assert dict(zip(rows.id, rows.verdict)) == {"F2.4": "agree", "F2.5": "disagree", "F2.6": "inconclusive",
+                                                "F2.7": "agree"}
+
+
+def test_claims_are_listed_in_the_paper_s_order():
+    rows = [claims.row(i, "", "", "", 1.0, 1.0) for i in ("S4.1", "F2.10", "F3.1", "F2.4", "T3.1", "T1.2")]
+    assert list(claims.frame(rows).id) == ["T1.2", "T3.1", "F2.4", "F2.10", "F3.1", "S4.1"]
+
+
+def test_answer_counts_read_the_miniature_s_tasks_and_the_paper_s_suites():
+    tiny = pd.DataFrame({"task": ["arithmetic"] * 4 + ["skill"] * 3 + ["connect4"] * 2})
+    assert claims.answer_counts(tiny) == {"In-domain Avg": 4, "OOD Avg": 2, "IF": 3, "Overall Avg": 9}
+    paper = pd.DataFrame({"suite": ["aime24", "math500", "math500", "gpqa_diamond", "connect4", "ifeval"]})
+    assert claims.answer_counts(paper) == {"In-domain Avg": 3, "OOD Avg": 2, "IF": 1, "Overall Avg": 6}
+
+
+def test_a_written_table_reads_back_with_its_missing_standard_errors(tmp_path):
+    rows = claims.frame([claims.row("F4.1", "Fig. 4", "rises", "r+", 1.0, float("nan")),
+                         claims.row("T1.1", "Table 1", "above", "a vs b", 2.0, 1.0, note="a note")])
+    back = claims.read(claims.write(rows, tmp_path / "claims.csv"))
+    assert list(back.id) == ["T1.1", "F4.1"] and back.se.isna().tolist() == [False, True]
+    assert list(back.note) == ["a note", ""] and list(claims.shown(back).se) == ["1", "none"]

@@ -201,7 +201,7 @@ TINY_SECTION_HASHES = {"seed": "de7d7744ccd7722e",
                        "world": "56f86705b29b273c",
                        "pretrain": "468c1f200aed3de7",
                        # model.portable_numerics (true on tiny) re-keys everything: other bits than MKL's;
-                       # training.shared_prefix (true on tiny) re-keys the runs of notebooks 01/03
+                       # training.shared_prefix (true on tiny) re-keys the runs of notebooks 02/03
                        "training": "bf0e0cfcd950d158",
                        "experiments": "84a33e74b9ce584d",
                        "generation": "314f90dbe6a31b86",
