@@ -27,6 +27,8 @@ CONFIG_DIR = REPO_ROOT / "configs"
 PROFILE_ALIASES = {"paper": "paper_qwen3_8b"}
 # Post-training methods of Tables 1-3 (spot_utils.training trains each; the lr is set per method).
 METHODS = ("sft", "rft", "sft_plus", "dpo", "reward_sft", "dft", "spot_bce", "spot_bco")
+METHOD_LABELS = {"sft": "SFT", "rft": "RFT", "sft_plus": "SFT+", "dft": "DFT", "dpo": "DPO",
+                 "reward_sft": "Reward-SFT", "spot_bce": "SPoT-BCE", "spot_bco": "SPoT-BCO"}  # as the paper names them
 DELTA_MODES = ("cumulative", "ema")  # = losses.RUNNING_MODES (not imported: config stays light)
 # What a profile's runs are about (spot_utils.tasks.FAMILIES): the paper's benchmarks and a hub model, or
 # the miniature world (spot_utils.tiny) with a model built and pretrained here.

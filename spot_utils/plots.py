@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless runs (papermill, CI); notebooks still show figures inline
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .config import Profile  # noqa: E402
+from .config import METHOD_LABELS, Profile  # noqa: E402
 from .environment import output_root  # noqa: E402
 
 COLORS = {"arithmetic": "#1f77b4", "skill": "#2ca02c", "connect4": "#d62728"}  # by task name
@@ -99,8 +99,6 @@ def pair_html(tokenizer, rejected: str, chosen: str) -> str:
 
 METHOD_COLORS = {"sft": "#7f7f7f", "rft": "#8c564b", "sft_plus": "#d62728", "dft": "#e377c2", "dpo": "#1f77b4",
                  "reward_sft": "#ff7f0e", "spot_bce": "#17becf", "spot_bco": "#2ca02c"}
-METHOD_LABELS = {"sft": "SFT", "rft": "RFT", "sft_plus": "SFT+", "dft": "DFT", "dpo": "DPO",
-                 "reward_sft": "Reward-SFT", "spot_bce": "SPoT-BCE", "spot_bco": "SPoT-BCO"}
 LABEL_METHODS = {label: method for method, label in METHOD_LABELS.items()}
 
 

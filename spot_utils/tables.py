@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Profile
+from .config import METHOD_LABELS, Profile
 from .environment import output_root
-from .plots import METHOD_LABELS
 
 COLUMNS = ("In-domain Avg", "OOD Avg", "IF", "Overall Avg")
 

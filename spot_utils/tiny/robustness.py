@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import analysis, claims, experiments, pipeline
-from ..config import Profile, load_profile
+from ..config import METHOD_LABELS, Profile, load_profile
 from ..data import read_jsonl
 from ..evaluation import evaluate_profile
 from ..modeling import base_dir
@@ -70,9 +70,9 @@ def claims_on_base(profile: Profile) -> tuple[pd.DataFrame, dict]:
     pairs = read_jsonl(experiments.table_datasets(profile)["pairs"])[:LANDING_PAIRS]
     reference, tokenizer = load_base(profile)
     changes, cache = {}, {}
-    for method, label in (("sft_plus", "SFT+"), ("spot_bco", "SPoT-BCO")):
+    for method in ("sft_plus", "spot_bco"):  # what claims.section4_claims compares
         policy, _ = experiments.load_run_model(profile, experiments.RunSpec(method, "pairs", specs[0].seed))
-        changes[label] = analysis.logp_change_by_region(policy, reference, tokenizer, pairs, cache)
+        changes[METHOD_LABELS[method]] = analysis.logp_change_by_region(policy, reference, tokenizer, pairs, cache)
     counts = claims.answer_counts(rows)
     verdicts = claims.frame(claims.table_claims(grid[~is_common], base, counts)
                             + (claims.common_rate_claims(grid[is_common], base, counts, profile.experiments.common_lr)
