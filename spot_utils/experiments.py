@@ -543,10 +543,11 @@ def summaries_frame(summaries: list[dict]) -> pd.DataFrame:
 
 def mean_and_spread(frame: pd.DataFrame, by: str = "name", columns=("In-domain Avg", "OOD Avg", "IF",
                                                                      "Overall Avg")) -> pd.DataFrame:
-    """Mean and standard deviation over seeds, as "mean ± sd" strings (sd over n seeds, ddof 1)."""
+    """Mean and standard deviation over seeds, as "mean ± sd" strings (sd over n seeds, ddof 1); a row of
+    one seed shows its value alone, so that it does not pass for a spread of zero."""
     g = frame.groupby(by, sort=False)[list(columns)]
-    mean, sd, n = g.mean(), g.std(ddof=1).fillna(0.0), g.size()
-    out = mean.round(1).astype(str) + " ± " + sd.round(1).astype(str)
+    mean, sd, n = g.mean(), g.std(ddof=1), g.size()
+    out = mean.round(1).astype(str) + (" ± " + sd.round(1).astype(str)).where(n > 1, "", axis=0)
     out["seeds"] = n
     return out
 

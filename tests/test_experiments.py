@@ -180,11 +180,11 @@ def test_paper_profile_grid_says_how_to_launch_a_missing_run(tmp_path):
         experiments.run_grid(profile, [experiments.RunSpec("sft_plus", "hot", 0)], data={"hot": hot})
 
 
-def test_mean_and_spread():
+def test_mean_and_spread_shows_no_spread_for_a_single_seed():
     frame = pd.DataFrame({"name": ["a", "a", "a", "b"], "IF": [1.0, 2.0, 3.0, 5.0], "In-domain Avg": [0.0] * 4,
                           "OOD Avg": [0.0] * 4, "Overall Avg": [0.0] * 4})
     out = experiments.mean_and_spread(frame)
-    assert out.loc["a", "IF"] == "2.0 ± 1.0" and out.loc["b", "IF"] == "5.0 ± 0.0"
+    assert out.loc["a", "IF"] == "2.0 ± 1.0" and out.loc["b", "IF"] == "5.0"
     assert out.loc["a", "seeds"] == 3 and out.loc["b", "seeds"] == 1
 
 
