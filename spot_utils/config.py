@@ -27,6 +27,7 @@ CONFIG_DIR = REPO_ROOT / "configs"
 PROFILE_ALIASES = {"paper": "paper_qwen3_8b"}
 # Post-training methods of Tables 1-3 (spot_utils.training trains each; the lr is set per method).
 METHODS = ("sft", "rft", "sft_plus", "dpo", "reward_sft", "dft", "spot_bce", "spot_bco")
+PRETRAIN_FAMILIES = ("arithmetic", "skills", "choice", "connect4")  # the miniature's task families (pretrain.mix)
 METHOD_LABELS = {"sft": "SFT", "rft": "RFT", "sft_plus": "SFT+", "dft": "DFT", "dpo": "DPO",
                  "reward_sft": "Reward-SFT", "spot_bce": "SPoT-BCE", "spot_bco": "SPoT-BCO"}  # as the paper names them
 DELTA_MODES = ("cumulative", "ema")  # = losses.RUNNING_MODES (not imported: config stays light)
@@ -85,13 +86,18 @@ class WorldConfig:
     arith_test_steps: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
     arith_max_value: int = 99        # every intermediate value stays in [0, arith_max_value]
     arith_max_operand: int = 20      # largest operand of + and - (* takes a single digit)
+    step_styles: list[str] = field(default_factory=lambda: ["compact"])  # phrasings of a step line (arithmetic.STYLES)
     skills: list[str] = field(default_factory=lambda: ["reverse", "upper", "shift", "double"])
+    skill_chain: list[int] = field(default_factory=lambda: [1, 1])  # instructions per prompt: [min, max]
     skill_word_len: list[int] = field(default_factory=lambda: [3, 8])
-    test_size_per_tier: int = 100    # held-out questions per arithmetic tier / skill
+    test_size_per_tier: int = 100    # held-out questions per arithmetic tier / instruction count
+    choice_test_size: int = 0        # multiple-choice arithmetic (the GPQA analog; 0 = not in the world)
+    choice_spread: int = 10          # wrong options lie within this distance of the right value
     connect4_test_size: int = 200
     connect4_max_no_win_fraction: float = 0.2
 
-    _positive = ("arith_max_value", "arith_max_operand", "test_size_per_tier", "connect4_test_size")
+    _positive = ("arith_max_value", "arith_max_operand", "test_size_per_tier", "connect4_test_size", "choice_spread")
+    _non_negative = ("choice_test_size",)
     _unit = ("connect4_max_no_win_fraction",)
 
 
@@ -515,12 +521,20 @@ def _check_values(obj, path: Path, lines: dict, prefix: str) -> None:
         if not 0.0 < obj.top_p <= 1.0:
             raise ConfigError(f"{_where(path, lines, prefix + 'top_p')}: top_p must be in (0, 1]")
     if isinstance(obj, WorldConfig):
-        from .tiny.skills import SKILLS  # only a profile with a world section: config stays free of the miniature
+        from .tiny.arithmetic import STYLES  # only a profile with a world section: config stays free of the miniature
+        from .tiny.skills import SKILLS
 
         for skill in obj.skills:
             if skill not in SKILLS:
                 raise ConfigError(f"{_where(path, lines, prefix + 'skills')}: unknown skill {skill!r}; "
                                   f"allowed: {', '.join(SKILLS)}")
+        if not obj.step_styles or set(obj.step_styles) - set(STYLES):
+            raise ConfigError(f"{_where(path, lines, prefix + 'step_styles')}: needs one or more of "
+                              f"{', '.join(STYLES)}, got {obj.step_styles}")
+        lo, hi = (obj.skill_chain + [0, 0])[:2]
+        if len(obj.skill_chain) != 2 or not 1 <= lo <= hi <= len(obj.skills):
+            raise ConfigError(f"{_where(path, lines, prefix + 'skill_chain')}: must be [min, max] with "
+                              f"1 <= min <= max <= {len(obj.skills)} (the number of skills), got {obj.skill_chain}")
         lo, hi = (obj.skill_word_len + [0, 0])[:2]
         if len(obj.skill_word_len) != 2 or not 1 <= lo <= hi:
             raise ConfigError(f"{_where(path, lines, prefix + 'skill_word_len')}: must be [min, max] with 1 <= min <= max")
@@ -547,10 +561,10 @@ def _check_values(obj, path: Path, lines: dict, prefix: str) -> None:
     if isinstance(obj, PretrainConfig):
         for key in ("mix", "curriculum_mix"):
             mix = getattr(obj, key)
-            bad = set(mix) - {"arithmetic", "skills", "connect4"}
+            bad = set(mix) - set(PRETRAIN_FAMILIES)
             if bad or not mix or min(mix.values()) < 0 or sum(mix.values()) <= 0:
                 raise ConfigError(f"{_where(path, lines, prefix + key)}: {key} needs non-negative weights for "
-                                  f"arithmetic, skills, connect4 (got {mix})")
+                                  f"{', '.join(PRETRAIN_FAMILIES)} (got {mix})")
         if obj.curriculum_steps > obj.steps:
             raise ConfigError(f"{_where(path, lines, prefix + 'curriculum_steps')}: '{prefix}curriculum_steps' must be in "
                               f"[0, steps={obj.steps}], got {obj.curriculum_steps}")

@@ -71,8 +71,11 @@ def test_table_claims_cover_tables_1_to_3_with_unique_ids():
     verdicts = dict(zip(table.id, table.verdict))
     assert verdicts["T1.1"] == verdicts["T1.3"] == "agree"      # SPoT 71 far above SFT 41 and SFT+ 56
     assert verdicts["T2.2"] == "agree"                          # 71 vs the best other, BCE 61
-    assert verdicts["T2.4"] == "untestable"                     # no GPQA-D analog
+    assert verdicts["T2.4"] == "untestable"                     # runs scored without a GPQA-D (analog) column
     assert verdicts["T2.9"] == "agree"                          # DFT 30 below SFT+ 56
+    with_choice = _per_run(runs).assign(choice=lambda d: np.where(d.name == "spot_bce@pairs", 80.0, 50.0))
+    gpqa = claims.frame(claims.table_claims(with_choice, {**base, "choice": 50.0}, {"choice": 400})).set_index("id")
+    assert gpqa.loc["T2.4", "verdict"] == "agree" and "multiple-choice" in gpqa.loc["T2.4", "note"]
 
 
 def test_a_missing_run_is_named():
@@ -137,10 +140,10 @@ def test_claims_are_listed_in_the_paper_s_order():
 
 
 def test_answer_counts_read_the_miniature_s_tasks_and_the_paper_s_suites():
-    tiny = pd.DataFrame({"task": ["arithmetic"] * 4 + ["skill"] * 3 + ["connect4"] * 2})
-    assert claims.answer_counts(tiny) == {"In-domain Avg": 4, "OOD Avg": 2, "IF": 3, "Overall Avg": 9}
+    tiny = pd.DataFrame({"task": ["arithmetic"] * 4 + ["skill"] * 3 + ["choice"] * 5 + ["connect4"] * 2})
+    assert claims.answer_counts(tiny) == {"In-domain Avg": 4, "OOD Avg": 7, "IF": 3, "choice": 5, "Overall Avg": 14}
     paper = pd.DataFrame({"suite": ["aime24", "math500", "math500", "gpqa_diamond", "connect4", "ifeval"]})
-    assert claims.answer_counts(paper) == {"In-domain Avg": 3, "OOD Avg": 2, "IF": 1, "Overall Avg": 6}
+    assert claims.answer_counts(paper) == {"In-domain Avg": 3, "OOD Avg": 2, "IF": 1, "GPQA-D": 1, "Overall Avg": 6}
 
 
 def test_a_written_table_reads_back_with_its_missing_standard_errors(tmp_path):

@@ -22,6 +22,7 @@ def test_the_summary_lists_the_bases_and_counts_the_claims():
     text = robustness.markdown(table, bases)
     assert text.startswith("2 bases (seeds 0, 1), one post-training seed each: 1 agree on all, 1 mixed.")
     assert "| A claim A | agree | agree | agree on all |" in text
+    assert "| base seed | In-domain Avg |\n|---|---|\n| 0 | 58.2 |" in text  # the bases' own columns, as given
 
 
 def test_base_seed_0_is_the_profile_itself_and_the_others_have_their_own_runs():

@@ -5,9 +5,14 @@ operator precedence: the chain of thought makes the order explicit).
 The model's own format writes one step per line and ends with a final-answer line:
 
     37+45=82
-    82-18=64
-    64*2=128
+    then 82-18=64
+    so 64*2=128
     Answer: 128
+
+Each step line has equally valid phrasings (STYLES), drawn at random per line in pretraining, so the
+model's own samples carry style tokens of moderate probability, as an LLM's own wording does: an Oracle
+that keeps the student's phrasing (correct_from_first_error) writes y+ in the style the model would have
+used, and one that answers in its own voice (direct_solution_text: "37 plus 45 is 82") does not.
 
 Tiers are the number of steps; a test tier longer than anything in training probes generalisation.
 Because every step is checkable, the first wrong step of an answer is well defined, which is what a
@@ -20,7 +25,10 @@ import re
 from dataclasses import dataclass
 
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
-STEP_RE = re.compile(r"^\s*(\d+)\s*([+\-*])\s*(\d+)\s*=\s*(-?\d+)\s*$")
+# The model's phrasings of one step. They differ only before the equation, so the computation itself
+# looks the same in all of them; a line is parsed by STEP_RE whatever its lead word and spacing.
+STYLES = {"compact": "{a}{op}{b}={c}", "then": "then {a}{op}{b}={c}", "so": "so {a}{op}{b}={c}"}
+STEP_RE = re.compile(r"^\s*(?:[a-z]+\s+)?(\d+)\s*([+\-*])\s*(\d+)\s*=\s*(-?\d+)\s*$")
 ANSWER_RE = re.compile(r"Answer:\s*(-?\d+)\s*$")
 ANSWER_FORMAT = "Answer: N"  # the final-answer line of this world, given to the Oracle prompts
 QUESTION_PREFIX = "Compute: "
@@ -89,15 +97,31 @@ def parse_question(text: str) -> Problem:
     return Problem(int(m.group(1)), ops)
 
 
-def step_line(a: int, op: str, b: int) -> str:
-    return f"{a}{op}{b}={OPS[op](a, b)}"
+def step_line(a: int, op: str, b: int, style: str = "compact") -> str:
+    return STYLES[style].format(a=a, op=op, b=b, c=OPS[op](a, b))
 
 
-def solution_text(p: Problem) -> str:
-    """The model's own chain-of-thought format (what pretraining teaches)."""
+def line_style(line: str) -> str | None:
+    """The phrasing of a step line (whatever its numbers), or None when it is none of STYLES."""
+    m = STEP_RE.match(line)
+    if not m:
+        return None
+    a, op, b, c = m.groups()
+    return next((name for name, form in STYLES.items() if line.strip() == form.format(a=a, op=op, b=b, c=c)), None)
+
+
+def random_styles(rng: random.Random, steps: int, styles: list[str]) -> list[str]:
+    """One phrasing per step line, drawn independently (how pretraining writes the chain of thought)."""
+    return [rng.choice(styles) for _ in range(steps)]
+
+
+def solution_text(p: Problem, styles: list[str] | None = None) -> str:
+    """The model's own chain-of-thought format (what pretraining teaches): step i in phrasing styles[i]
+    (default: all compact)."""
+    styles = styles or ["compact"] * p.steps
     lines, v = [], p.start
-    for op, b in p.ops:
-        lines.append(step_line(v, op, b))
+    for (op, b), style in zip(p.ops, styles):
+        lines.append(step_line(v, op, b, style))
         v = OPS[op](v, b)
     return "\n".join(lines + [f"Answer: {v}"])
 
@@ -154,14 +178,17 @@ def first_error_step(p: Problem, response: str) -> int | None:
 
 def correct_from_first_error(p: Problem, response: str) -> str:
     """The minimal edit: keep the response up to its first wrong step, write that step correctly,
-    and recompute every later step in the same one-step-per-line format."""
+    and recompute every later step in the same one-step-per-line format, each in the student's own
+    phrasing of that line (or of the line before, when the student's line has none of STYLES)."""
     k = first_error_step(p, response)
     if k is None:
         return response.strip("\n")
-    kept = response.strip("\n").split("\n")[:k]
+    student = response.strip("\n").split("\n")
+    lines = student[:k]
+    style = next((s for s in map(line_style, reversed(lines)) if s), "compact")
     v = p.start if k == 0 else p.values()[k - 1]
-    lines = list(kept)
-    for op, b in p.ops[k:]:
-        lines.append(step_line(v, op, b))
+    for i, (op, b) in enumerate(p.ops[k:], start=k):
+        style = (line_style(student[i]) if i < len(student) else None) or style
+        lines.append(step_line(v, op, b, style))
         v = OPS[op](v, b)
     return "\n".join(lines + [f"Answer: {v}"])

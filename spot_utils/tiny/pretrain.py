@@ -11,6 +11,7 @@ runs/<profile>/base/ together with the hash of the config that made it; a matchi
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -105,10 +106,12 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
     model = build_tiny_model(profile.model, tokenizer, seed=profile.seed)
     model.train()
 
-    exclude = {ex.question for ex in world.test_sets(wcfg, profile.seed)}
+    exclude = world.keys(world.test_sets(wcfg, profile.seed))
     probe = world.probe_sets(wcfg, profile.seed, cfg.probe_size, exclude) if cfg.probe_every else []
-    seen = exclude | {ex.question for ex in probe}
-    curriculum = world.pretrain_stream(wcfg, cfg.curriculum_mix, profile.seed + 1, seen)
+    seen = exclude | world.keys(probe)
+    # the curriculum asks one instruction at a time: chains before the copy mechanism has formed delay it
+    single = dataclasses.replace(wcfg, skill_chain=[wcfg.skill_chain[0]] * 2)
+    curriculum = world.pretrain_stream(single, cfg.curriculum_mix, profile.seed + 1, seen)
     stream = world.pretrain_stream(wcfg, cfg.mix, profile.seed, seen)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]

@@ -26,6 +26,7 @@ from ..modeling import base_dir
 from ..tables import tables_dir
 from ..tasks import load_base
 from . import world
+from .calibration import calibration_targets
 from .pretrain import pretrain_base
 
 LANDING_PAIRS = 300  # pairs of the Sec. 4 analysis, as in notebook 03
@@ -61,7 +62,7 @@ def claims_on_base(profile: Profile) -> tuple[pd.DataFrame, dict]:
     Returns the claims and a headline of the base (its scores and data sizes)."""
     pretrain_base(profile)
     rows = base_rows(profile)
-    base = world.headline(rows)
+    base = world.scores(rows)
     sizes = pipeline.make_datasets(profile)
     specs, common = one_seed_specs(profile), experiments.common_rate_specs(profile)
     grid = experiments.run_grid(profile, specs + common)
@@ -79,7 +80,9 @@ def claims_on_base(profile: Profile) -> tuple[pd.DataFrame, dict]:
                                if common else [])
                             + claims.curve_claims(curves, curves, "probe/skill")
                             + claims.section4_claims(curves, changes))
-    headline = {"base_seed": profile.seed, **{k: round(v, 1) for k, v in base.items()},
+    targets = calibration_targets(rows, world.test_sets(profile.world, profile.seed))
+    headline = {"base_seed": profile.seed, **{k: round(v, 1) for k, v in world.headline(rows).items()},
+                "calibration targets met": f"{(targets.met == 'yes').sum()} of {len(targets)}",
                 "pairs kept": sizes[f"pairs_gamma{profile.rectification.gamma:g}.jsonl"],
                 "correct answers": sizes["correct.jsonl"]}
     return verdicts, headline
@@ -104,8 +107,7 @@ def markdown(table: pd.DataFrame, bases: pd.DataFrame) -> str:
     order = [f"{v} on all" for v in claims.VERDICTS] + ["mixed"]
     lines = [f"{len(bases)} bases (seeds {', '.join(str(s) for s in bases.base_seed)}), one post-training seed each: "
              + ", ".join(f"{counts[v]} {v}" for v in order if v in counts) + ".", "",
-             "| base seed | In-domain Avg | OOD Avg | IF | Overall Avg | pairs kept | correct answers |",
-             "|---|---|---|---|---|---|---|"]
+             "| " + " | ".join(c.replace("_", " ") for c in bases.columns) + " |", "|---" * len(bases.columns) + "|"]
     for b in bases.itertuples(index=False):
         lines.append("| " + " | ".join(str(v) for v in b) + " |")
     seeds = [c for c in table.columns if c.startswith("base ")]

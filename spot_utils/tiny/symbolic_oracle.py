@@ -5,7 +5,7 @@
     text, thinking = responder([{"role": "user", "content": rectification_prompt(q, y_minus, truth)}])
 
 It edits the student's arithmetic minimally (keep the text up to the first wrong step, fix it, recompute
-the rest in the student's format), solves direct-solve prompts in its own style, and answers anything else
+the rest in the student's format, each line in the student's own phrasing), solves direct-solve prompts in its own style, and answers anything else
 without the markers, as an LLM that cannot follow a prompt would.
 """
 from __future__ import annotations

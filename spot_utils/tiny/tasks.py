@@ -27,6 +27,7 @@ class MiniatureTasks:
     grade = staticmethod(world.grade)   # (task, response, ground_truth) -> {"correct": ...}
     launches_runs = False               # run_grid: single-thread runs here, experiments.workers at a time
     needs_plan = False                  # `make plan`: runs on the CPU in minutes, nothing to plan
+    PROBED = ("arithmetic", "skill")    # validation and the training-time probe: in-domain and retention
 
     def __init__(self, profile: Profile):
         self.profile = profile
@@ -38,7 +39,8 @@ class MiniatureTasks:
         return arithmetic.grade_arithmetic(response, ground_truth)
 
     def test_questions(self) -> set[str]:
-        return {ex.question for ex in world.test_sets(self.profile.world, self.profile.seed)}
+        """The keys of the test questions (world.Example.key): what elicitation and probes must avoid."""
+        return world.keys(world.test_sets(self.profile.world, self.profile.seed))
 
     def elicitation_questions(self) -> list[dict]:
         """Fresh in-domain questions of the world's training tiers, never a test question."""
@@ -65,32 +67,32 @@ class MiniatureTasks:
 
     def evaluation_set(self, split: str) -> list:
         """"test": the held-out test sets (tables). "val": a validation set for tuning (in-domain training
-        tiers and skills, 100 each, from the probe seed, never a test question): hyperparameters are chosen
+        tiers and instruction counts, 100 each, from the probe seed, never a test question): hyperparameters are chosen
         on it, never on the test sets."""
         p = self.profile
         tests = world.test_sets(p.world, p.seed)
         if split == "test":
             return tests
         if split == "val":
-            exclude = {ex.question for ex in tests}
-            return [ex for ex in world.probe_sets(p.world, p.seed, 100, exclude) if ex.task != "connect4"]
+            return [ex for ex in world.probe_sets(p.world, p.seed, 100, world.keys(tests)) if ex.task in self.PROBED]
         raise ValueError(f"unknown split {split!r}; use 'test' or 'val'")
 
     def probe_examples(self) -> list:
         """The greedy probe of experiments.probe_every: arithmetic and skills of the probe seed (Fig. 2)."""
         p = self.profile
         return [ex for ex in world.probe_sets(p.world, p.seed, p.experiments.probe_size, self.test_questions())
-                if ex.task != "connect4"]
+                if ex.task in self.PROBED]
 
     def evaluate_run(self, folder, model_dir, split: str = "test") -> dict[str, float]:
-        """The trained model on the `split` set; its rows go to <folder>/eval_<split>.csv."""
+        """The trained model's scores (headline, then each benchmark) on the `split` set; its rows go to
+        <folder>/eval_<split>.csv."""
         trained, tok = load_model(model_dir)
         rows = evaluate_profile(trained, tok, self.profile, self.evaluation_set(split), progress=False)
         rows.to_csv(folder / f"eval_{split}.csv", index=False)
-        return world.headline(rows)
+        return world.scores(rows)
 
     def base_headline(self) -> dict[str, float]:
         path = base_dir(self.profile) / "eval_rows.csv"
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: run notebooks/00_setup_and_base_model.ipynb first")
-        return world.headline(pd.read_csv(path))
+        return world.scores(pd.read_csv(path))
