@@ -215,7 +215,7 @@ def test_probe_callback_logs_accuracy_across_steps(tiny_profile, tok, tmp_path):
     setup(tiny_profile, "spot_bce", steps=4)
     rng = random.Random(1)
     probe = [world.arithmetic_example(rng, 2, tiny_profile.world, f"p{i}") for i in range(4)]
-    probe += [world.skill_example(rng, "upper", tiny_profile.world, f"s{i}") for i in range(2)]
+    probe += [world.skill_example(rng, 1, tiny_profile.world, f"s{i}") for i in range(2)]
     cb = training.ProbeCallback(probe, world.grade, every_n_steps=2, max_new_tokens=4)
     result = run("spot_bce", tiny_profile, tok, tmp_path / "probe", callbacks=[cb])
     rows = [r for r in result.log_history if "probe/arithmetic" in r]
