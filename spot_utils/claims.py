@@ -110,7 +110,7 @@ def compare(id: str, source: str, claim: str, a: Side, b: Side, margin: float = 
 # which graded answers stand behind each headline column: the miniature's rows name their task, the paper's
 # their suite (paper_suites)
 ANSWER_GROUPS = {
-    "task": {"In-domain Avg": ("arithmetic",), "OOD Avg": ("choice", "connect4"), "IF": ("skill",),
+    "task": {"In-domain Avg": ("arithmetic",), "OOD Avg": ("choice", "sequence", "connect4"), "IF": ("skill",),
              "choice": ("choice",)},
     "suite": {"In-domain Avg": paper_suites.IN_DOMAIN, "OOD Avg": paper_suites.OOD, "IF": ("ifeval",),
               "GPQA-D": ("gpqa_diamond",)},

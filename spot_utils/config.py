@@ -27,7 +27,7 @@ CONFIG_DIR = REPO_ROOT / "configs"
 PROFILE_ALIASES = {"paper": "paper_qwen3_8b"}
 # Post-training methods of Tables 1-3 (spot_utils.training trains each; the lr is set per method).
 METHODS = ("sft", "rft", "sft_plus", "dpo", "reward_sft", "dft", "spot_bce", "spot_bco")
-PRETRAIN_FAMILIES = ("arithmetic", "skills", "choice", "connect4")  # the miniature's task families (pretrain.mix)
+PRETRAIN_FAMILIES = ("arithmetic", "skills", "choice", "sequence", "connect4")  # the miniature's task families (pretrain.mix)
 METHOD_LABELS = {"sft": "SFT", "rft": "RFT", "sft_plus": "SFT+", "dft": "DFT", "dpo": "DPO",
                  "reward_sft": "Reward-SFT", "spot_bce": "SPoT-BCE", "spot_bco": "SPoT-BCO"}  # as the paper names them
 DELTA_MODES = ("cumulative", "ema")  # = losses.RUNNING_MODES (not imported: config stays light)
@@ -93,11 +93,12 @@ class WorldConfig:
     test_size_per_tier: int = 100    # held-out questions per arithmetic tier / instruction count
     choice_test_size: int = 0        # multiple-choice arithmetic (the GPQA analog; 0 = not in the world)
     choice_spread: int = 10          # wrong options lie within this distance of the right value
-    connect4_test_size: int = 200
+    sequence_test_size: int = 0      # sequence continuation (the Connect4 analog; 0 = not in the world)
+    connect4_test_size: int = 200    # Connect4 winning moves on a compact board (0 = not in the world)
     connect4_max_no_win_fraction: float = 0.2
 
-    _positive = ("arith_max_value", "arith_max_operand", "test_size_per_tier", "connect4_test_size", "choice_spread")
-    _non_negative = ("choice_test_size",)
+    _positive = ("arith_max_value", "arith_max_operand", "test_size_per_tier", "choice_spread")
+    _non_negative = ("choice_test_size", "sequence_test_size", "connect4_test_size")
     _unit = ("connect4_max_no_win_fraction",)
 
 
@@ -211,6 +212,8 @@ class TrainingConfig:
     """Post-training (Sec. 5.1, App. C). Defaults are the paper's Qwen3-8B setting; the global batch is
     per_device_batch_size x gradient_accumulation_steps x processes (2 x 2 x 8 = 32 in the paper)."""
     beta: float = 0.1                # implicit-reward scale of Eq. 3
+    # per-method beta where it was tuned (make tune: the miniature's pair methods); a method not named takes `beta`
+    beta_by_method: dict[str, float] = field(default_factory=dict)
     epochs: float = 2.0
     max_steps: int = 0               # > 0 overrides epochs
     per_device_batch_size: int = 2   # pairs (or examples) per process per micro-batch
@@ -245,8 +248,12 @@ class TrainingConfig:
     _positive = ("beta", "epochs", "per_device_batch_size", "gradient_accumulation_steps", "max_length",
                  "logging_steps")
     _non_negative = ("save_total_limit", "global_batch")
-    _hash_when_set = ("full_determinism",)               # added after the tiny outputs were committed
+    _hash_when_set = ("full_determinism", "beta_by_method")  # added after the tiny outputs were committed
     _never_hashed = ("save_total_limit", "global_batch")  # what is kept on disk and a launch check: nothing computed
+
+    def beta_of(self, method: str) -> float:
+        """The implicit-reward scale a method trains with: its tuned value, or the common `beta`."""
+        return self.beta_by_method.get(method, self.beta)
 
 
 @dataclass
@@ -585,6 +592,12 @@ def _check_training(obj: TrainingConfig, path: Path, lines: dict, prefix: str) -
     for method, lr in obj.lr.items():
         if lr <= 0:
             fail("lr", f"must be > 0 for every method, got {method}: {lr!r}")
+    unknown = sorted(set(obj.beta_by_method) - set(METHODS))
+    if unknown:
+        fail("beta_by_method", f"has unknown method(s) {', '.join(unknown)}; allowed: {', '.join(METHODS)}")
+    for method, beta in obj.beta_by_method.items():
+        if not isinstance(beta, (int, float)) or beta <= 0:
+            fail("beta_by_method", f"must be > 0 for every method named, got {method}: {beta!r}")
     for key in ("max_steps", "save_steps", "weight_decay", "max_grad_norm"):
         if getattr(obj, key) < 0:
             fail(key, f"must be >= 0, got {getattr(obj, key)!r}")

@@ -5,7 +5,7 @@
     summary = run_grid(profile, specs)                   # trains + evaluates what is not cached yet
 
 Every method trains on the same number of examples (DESIGN section 6): the size of the rectified pair
-set at gamma (1,626 on tiny), or `experiments.train_examples` of them when set (a seeded subset: the
+set at gamma, or `experiments.train_examples` of them when set (a seeded subset: 800 on tiny, the
 paper's 4,000 pairs for Qwen3-8B, 1,500 for Llama). tables/budget.json says how many were available
 and used; a set smaller than train_examples gives a warning. The data sets, all drawn from notebook 01's
 output in runs/<profile>/data:
@@ -167,7 +167,7 @@ class RunSpec:
     method: str
     data: str                   # a key of table_datasets()
     seed: int = 0
-    beta: float | None = None   # None: the profile's value
+    beta: float | None = None   # None: the profile's value for this method
     lr: float | None = None     # None: the profile's value for this method
 
     @property
@@ -183,8 +183,8 @@ class RunSpec:
         """The profile with this run's beta / lr overrides applied."""
         t = profile.training
         lr = {**t.lr, self.method: self.lr} if self.lr is not None else t.lr
-        beta = self.beta if self.beta is not None else t.beta
-        return replace(profile, training=replace(t, lr=lr, beta=beta))
+        betas = {**t.beta_by_method, self.method: self.beta} if self.beta is not None else t.beta_by_method
+        return replace(profile, training=replace(t, lr=lr, beta_by_method=betas))
 
 
 def run_dir(profile: Profile, spec: RunSpec, group: str = "train") -> Path:

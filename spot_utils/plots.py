@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .config import METHOD_LABELS, Profile  # noqa: E402
 from .environment import output_root  # noqa: E402
 
-COLORS = {"arithmetic": "#1f77b4", "skill": "#2ca02c", "choice": "#9467bd", "connect4": "#d62728"}  # by task name
+COLORS = {"arithmetic": "#1f77b4", "skill": "#2ca02c", "choice": "#9467bd", "sequence": "#ff7f0e", "connect4": "#d62728"}  # by task name
 
 
 def figure_dir(profile: Profile) -> Path:

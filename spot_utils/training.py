@@ -462,7 +462,7 @@ def trainer_settings(method: str, profile: Profile) -> dict[str, Any]:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     t = profile.training
     return {
-        "beta": t.beta,
+        "beta": t.beta_of(method),
         "learning_rate": t.lr[method],
         "num_train_epochs": t.epochs,
         "max_steps": t.max_steps if t.max_steps > 0 else -1,

@@ -20,6 +20,7 @@ def tiny_profile(tmp_path):
         "pretrain.probe_every": 4, "pretrain.probe_size": 2,
         "model.hidden_size": 32, "model.num_layers": 1, "model.num_heads": 2, "model.num_kv_heads": 1,
         "model.intermediate_size": 64, "world.test_size_per_tier": 5, "world.connect4_test_size": 10,
+        "world.choice_test_size": 5, "world.sequence_test_size": 5,
         "generation.max_new_tokens": 24, "generation.batch_size": 16})
 
 

@@ -19,7 +19,7 @@ def _rows(tests, right: dict[str, float]) -> pd.DataFrame:
 def test_a_base_in_every_band_meets_every_target_and_one_outside_is_reported():
     tests = world.test_sets(load_profile("tiny").world, 0)
     good = {"steps=2": .8, "steps=3": .6, "steps=4": .5, "steps=5": .1, "instructions=1": 1.0, "instructions=2": .8,
-            "instructions=3": .6, "choice": .6, "connect4": .7}
+            "instructions=3": .6, "choice": .6, "sequence": .7}
     table = calibration.calibration_targets(_rows(tests, good), tests)
     assert list(table.met) == ["yes"] * 5 and len(table) == 5
     saturated = calibration.calibration_targets(_rows(tests, {**good, "instructions=2": 1.0, "instructions=3": 1.0,
@@ -30,8 +30,10 @@ def test_a_base_in_every_band_meets_every_target_and_one_outside_is_reported():
 
 def test_trivial_answers_are_those_of_the_test_set():
     tests = world.test_sets(load_profile("tiny").world, 0)
-    assert 25 <= calibration.trivial_choice(tests) <= 32  # four letters, drawn uniformly
-    assert 0 < calibration.trivial_connect4(tests) < 100
+    assert 25 <= calibration.trivial_choice(tests) <= 32  # four positions, drawn uniformly
+    assert 0 < calibration.trivial_sequence(tests) < 10   # many possible next terms
+    c4 = world.test_sets(load_profile("tiny", **{"world.connect4_test_size": 20}).world, 0)
+    assert 0 < calibration.trivial_connect4(c4) < 100
 
 
 def test_the_readme_section_lists_every_tier_and_target():

@@ -198,12 +198,13 @@ def test_shipped_profiles_pass_the_stricter_checks():
 # `make reproduce` and commit the new outputs together with the new values.
 TINY_SECTION_HASHES = {"seed": "de7d7744ccd7722e",
                        "model": "d3b35d88f405e1f9",
-                       "world": "9157842dd56cd3e8",
-                       "pretrain": "0100ef1222f1227d",
+                       "world": "b6d7240d5e1c8859",
+                       "pretrain": "9b3984d918936f40",
                        # model.portable_numerics (true on tiny) re-keys everything: other bits than MKL's;
-                       # training.shared_prefix (true on tiny) re-keys the runs of notebooks 02/03
-                       "training": "bf0e0cfcd950d158",
-                       "experiments": "84a33e74b9ce584d",
+                       # training.shared_prefix (true on tiny) re-keys the runs of notebooks 02/03;
+                       # training.beta_by_method and experiments.train_examples are set on tiny (issue 16)
+                       "training": "d1749d84b1052f89",
+                       "experiments": "64115f740abaca10",
                        "generation": "314f90dbe6a31b86",
                        "eval": "a18345bfca881d3b",
                        "rectification": "5cbdfebd2e7aac31"}
@@ -216,6 +217,10 @@ def test_new_settings_at_their_default_leave_the_cache_keys_alone():
     # a setting named in _hash_when_set counts once it is set
     assert load_profile("tiny", **{"model.attn_implementation": "eager"}).section_hash("model") != TINY_SECTION_HASHES["model"]
     assert load_profile("tiny", **{"eval.suite_dir": "x"}).section_hash("eval") != tiny.section_hash("eval")
+    untuned = load_profile("paper")
+    assert untuned.training.beta_by_method == {}  # the paper profiles use one beta: their keys do not move
+    assert load_profile("paper", **{"training.beta_by_method": {"dpo": 0.2}}).section_hash("training") \
+        != untuned.section_hash("training")
 
 
 def test_dot_paths_are_relative_to_the_repository_not_the_working_directory(monkeypatch, tmp_path):
@@ -236,3 +241,12 @@ def test_tasks_must_match_how_the_model_is_made(tmp_path):
         load_profile(write(tmp_path, "name: x\ntasks: paper\n"))
     with pytest.raises(ConfigError, match=r"line 2: 'tasks' is 'tiny'; allowed: miniature, paper"):
         load_profile(write(tmp_path, "name: x\ntasks: tiny\n"))
+
+
+def test_a_per_method_beta_names_known_methods_and_is_positive(tmp_path):
+    t = load_profile("tiny").training
+    assert t.beta_of("dpo") == t.beta_by_method["dpo"] and t.beta_of("sft") == t.beta
+    with pytest.raises(ConfigError, match=r"line 3: 'training.beta_by_method' has unknown method\(s\) ppo"):
+        load_profile(write(tmp_path, "name: x\ntraining:\n  beta_by_method: {ppo: 1.0}\n"))
+    with pytest.raises(ConfigError, match=r"'training.beta_by_method' must be > 0 for every method named, got dpo: 0"):
+        load_profile(write(tmp_path, "name: x\ntraining:\n  beta_by_method: {dpo: 0}\n"))

@@ -63,8 +63,8 @@ def test_run_spec_names_and_overrides(tiny_profile):
     spec = experiments.RunSpec("dpo", "pairs", 1, beta=0.3, lr=1e-4)
     assert spec.name == "dpo@pairs_beta0.3_lr0.0001"
     p = spec.profile(tiny_profile)
-    assert p.training.beta == 0.3 and p.training.lr["dpo"] == 1e-4
-    assert tiny_profile.training.lr["dpo"] != 1e-4 or tiny_profile.training.beta != 0.3  # the original is untouched
+    assert p.training.beta_of("dpo") == 0.3 and p.training.lr["dpo"] == 1e-4 and p.training.beta_of("sft") == tiny_profile.training.beta
+    assert tiny_profile.training.lr["dpo"] != 1e-4 or tiny_profile.training.beta_of("dpo") != 0.3  # the original is untouched
     assert experiments.RunSpec("sft", "sft_direct").name == "sft@sft_direct"
 
 
@@ -290,12 +290,26 @@ def test_best_learning_rate_criterion_and_ties():
     assert tuning.best_learning_rates(sweep) == {"a": 1e-4, "b": 3e-4}  # IF is not the criterion
 
 
-def test_tiny_profile_uses_the_tuned_learning_rates():
-    """configs/tiny.yaml must hold what `make tune` chose (results/tiny/tuning_lr.csv)."""
+def test_a_best_value_at_an_edge_of_the_grid_asks_for_the_next_value_out():
+    ladder = (1.0, 2.0, 3.0, 4.0, 5.0)
+    sweep = pd.DataFrame({"method": ["low"] * 3 + ["mid"] * 3 + ["top"] * 2 + ["end"] * 2,
+                          "x": [2.0, 3.0, 4.0] * 2 + [3.0, 4.0, 4.0, 5.0],
+                          "In-domain Avg": [9, 5, 1, 5, 9, 1, 1, 9, 1, 9]})
+    assert tuning.unbracketed(sweep, "x", ladder) == {"low": 1.0, "top": 5.0}  # "end" is at the ladder's end
+
+
+def test_tiny_profile_uses_the_tuned_learning_rates_and_betas():
+    """configs/tiny.yaml must hold what `make tune` chose (results/tiny/tuning_lr.csv, tuning_beta.csv),
+    and every choice must be bracketed: a worse value tried on both sides, or the ladder's end."""
     profile = load_profile("tiny")
     sweep = pd.read_csv(REPO_ROOT / "results" / "tiny" / "tuning_lr.csv")
-    assert set(sweep.method) == set(METHODS) and set(sweep.lr) == set(tuning.LR_GRID)
+    assert set(sweep.method) == set(METHODS) and set(tuning.LR_GRID) <= set(sweep.lr) <= set(tuning.LR_LADDER)
     assert tuning.best_learning_rates(sweep) == profile.training.lr
+    assert tuning.unbracketed(sweep, "lr", tuning.LR_LADDER) == {}
+    betas = pd.read_csv(REPO_ROOT / "results" / "tiny" / "tuning_beta.csv")
+    assert set(betas.method) == set(tuning.BETA_METHODS) and set(tuning.BETA_GRID) <= set(betas.beta)
+    assert tuning.best_betas(betas) == profile.training.beta_by_method
+    assert tuning.unbracketed(betas, "beta", tuning.BETA_LADDER) == {}
 
 
 def test_experiments_config_is_validated(tmp_path):

@@ -1,5 +1,6 @@
 """make robustness: a claim's verdicts across bases (spot_utils.tiny.robustness)."""
 import pandas as pd
+import torch
 
 from spot_utils import claims, experiments
 from spot_utils.config import REPO_ROOT
@@ -41,3 +42,22 @@ def test_one_seed_specs_are_every_table_run_on_the_first_seed():
 def test_readme_shows_the_robustness_summary_make_robustness_wrote():
     summary = (REPO_ROOT / "results" / "tiny" / "robustness.md").read_text().strip()
     assert summary in (REPO_ROOT / "README.md").read_text()
+
+
+def test_bases_pretrained_side_by_side_are_those_pretrained_one_by_one(tiny_profile):
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from spot_utils.modeling import base_dir
+    from spot_utils.tiny.pretrain import pretrain_base
+
+    profiles = [replace(tiny_profile, seed=s, run_dir=str(tiny_profile.runs / f"base{s}")) for s in (1, 2)]
+    robustness.pretrain_bases(profiles)
+    side_by_side = [load_file(base_dir(p) / "model.safetensors") for p in profiles]
+    for p, weights in zip(profiles, side_by_side):
+        assert pretrain_base(p)["reused"]  # the cache holds them
+        pretrain_base(p, force=True)       # one by one, in this process
+        again = load_file(base_dir(p) / "model.safetensors")
+        assert all(torch.equal(weights[k], again[k]) for k in weights)
+    assert not torch.equal(side_by_side[0]["model.embed_tokens.weight"], side_by_side[1]["model.embed_tokens.weight"])

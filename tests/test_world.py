@@ -3,7 +3,7 @@ import random
 import pytest
 
 from spot_utils.config import load_profile
-from spot_utils.tiny import arithmetic, choice, skills, world
+from spot_utils.tiny import arithmetic, choice, sequence, skills, world
 
 
 def test_arithmetic_solution_is_correct_and_parses():
@@ -74,24 +74,51 @@ def test_random_phrasings_cover_every_style():
     assert {s: drawn.count(s) > 60 for s in arithmetic.STYLES} == {s: True for s in arithmetic.STYLES}
 
 
-def test_multiple_choice_has_one_right_letter_reached_by_the_chain_of_thought():
+def test_multiple_choice_has_one_right_option_reached_by_the_chain_of_thought():
     rng = random.Random(0)
-    letters = []
+    positions = []
     for _ in range(200):
         p = arithmetic.random_problem(rng, 3)
-        options, letter = choice.random_options(rng, p.answer, spread=10)
-        assert len({v % 10 for v in options}) == 4 and options[choice.LETTERS.index(letter)] == p.answer
+        options = choice.random_options(rng, p.answer, spread=10)
+        assert len(set(options)) == 4 and p.answer in options
         assert all(0 <= v and abs(v - p.answer) <= 10 for v in options)
-        sol = choice.solution_text(p, options)
-        assert sol.splitlines()[:-1] == arithmetic.solution_text(p).splitlines()[:-1]
-        assert sol.splitlines()[-1] == f"Answer: {p.answer} ({letter})"
-        assert choice.grade_choice(sol, letter) and not choice.grade_choice(sol.replace(f"({letter})", "(Z)"), letter)
-        letters.append(letter)
-    assert set(letters) == set(choice.LETTERS)
+        q = choice.question_text(p, options)
+        assert choice.options_of(q) == options
+        sol = choice.solution_text(p)
+        assert sol == arithmetic.solution_text(p)
+        wrong = next(v for v in options if v != p.answer)
+        assert choice.grade_choice(sol, p.answer) and not choice.grade_choice(sol.replace(f"Answer: {p.answer}",
+                                                                                          f"Answer: {wrong}"), p.answer)
+        positions.append(options.index(p.answer))
+    assert set(positions) == {0, 1, 2, 3}
     q = choice.question_text(arithmetic.Problem(37, (("+", 45),)), (80, 82, 84, 91))
-    assert q == "Choose: 37+45 from 80 (A), 82 (B), 84 (C), 91 (D)"
-    for junk in ["", None, 3, "Answer: (E)", "Answer: 82 (b)", "Answer: B"]:
-        assert choice.grade_choice(junk, "B") is False
+    assert q == "Choose: 37+45 from 80, 82, 84, 91"
+    for junk in ["", None, 3, "Answer: (B)", "Answer: 80", "82"]:
+        assert choice.grade_choice(junk, 82) is False
+    with pytest.raises(ValueError, match="not a multiple-choice question"):
+        choice.options_of("Compute: 37+45")
+
+
+def test_a_sequence_is_continued_by_its_differences():
+    s = sequence.Sequence(2, 3, 2)
+    assert s.terms() == [2, 5, 10, 17, 26] and s.answer == 26
+    assert sequence.question_text(s) == "Continue: 2, 5, 10, 17"
+    assert sequence.solution_text(s).splitlines() == ["5-2=3", "10-5=5", "17-10=7", "7-5=2", "7+2=9", "17+9=26",
+                                                      "Answer: 26"]
+    assert len(sequence.solution_text(s).splitlines()) == sequence.STEPS + 1
+    assert sequence.solution_text(s, ["then"] * sequence.STEPS).splitlines()[0] == "then 5-2=3"
+    rng = random.Random(0)
+    for _ in range(300):
+        s = sequence.random_sequence(rng)
+        assert 0 < s.start and 0 < s.step and 0 <= s.change and s.answer <= sequence.MAX_VALUE
+        assert sequence.parse_question(sequence.question_text(s)) == s
+        assert sequence.grade_sequence(sequence.solution_text(s), s.answer)
+        assert not sequence.grade_sequence(sequence.solution_text(s), s.answer + 1)
+    for bad in ["Continue: 1, 2, 4, 8", "Continue: 1, 2, 3", "Compute: 1+2"]:
+        with pytest.raises(ValueError, match="Continue"):
+            sequence.parse_question(bad)
+    for junk in ["", None, 3, "Answer: x"]:
+        assert sequence.grade_sequence(junk, 26) is False
 
 
 @pytest.mark.parametrize("skill,word,expected", [("reverse", "abc", "cba"), ("upper", "abz", "ABZ"),
@@ -120,10 +147,10 @@ def test_test_sets_are_deterministic_and_disjoint_from_training():
     assert world.test_sets(cfg, 1) != a
     tiers = {ex.tier for ex in a}
     assert tiers == {"steps=2", "steps=3", "steps=4", "steps=5", "instructions=1", "instructions=2", "instructions=3",
-                     "choice", "connect4"}
+                     "choice", "sequence"}
     keys = world.keys(a)
     assert len(keys) == len(a)  # no duplicated test question, not even one problem in two formats
-    stream = world.pretrain_stream(cfg, {"arithmetic": 1, "skills": 1, "choice": 1, "connect4": 1}, 0, keys,
+    stream = world.pretrain_stream(cfg, {"arithmetic": 1, "skills": 1, "choice": 1, "sequence": 1, "connect4": 1}, 0, keys,
                                    connect4_pool=500)
     seen = [next(stream) for _ in range(3000)]
     assert not world.keys(seen) & keys
@@ -143,8 +170,9 @@ def test_a_choice_question_and_its_compute_twin_are_one_question():
 
 
 def test_grade_dispatch():
-    ex = world.test_sets(load_profile("tiny").world, 0)
-    for e in ex[::50]:
+    ex = world.test_sets(load_profile("tiny", **{"world.connect4_test_size": 20}).world, 0)
+    assert {e.task for e in ex} == set(world.TASKS)
+    for e in ex[::25]:
         assert world.grade(e.task, e.answer, e.ground_truth)["correct"], e
         assert not world.grade(e.task, "", e.ground_truth)["correct"]
     c4 = next(e for e in ex if e.task == "connect4")

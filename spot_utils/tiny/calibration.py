@@ -15,11 +15,11 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import connect4
-from . import world
+from . import choice, world
 
 CLEARLY = 5.0  # points above the trivial answer that count as "clearly above"
 TASK_NAMES = {"arithmetic": "in-domain arithmetic", "skill": "instructions (IF)", "choice": "multiple choice (OOD)",
-              "connect4": "Connect4 (OOD; mean of its two questions)"}
+              "sequence": "sequence continuation (OOD)", "connect4": "Connect4 (OOD; mean of its two questions)"}
 
 
 def trivial_connect4(tests) -> float:
@@ -30,9 +30,15 @@ def trivial_connect4(tests) -> float:
 
 
 def trivial_choice(tests) -> float:
-    """Multiple-choice accuracy (%) of always answering the most frequent right letter."""
-    letters = pd.Series([ex.ground_truth for ex in tests if ex.task == "choice"])
-    return 100 * letters.value_counts(normalize=True).max()
+    """Multiple-choice accuracy (%) of always choosing the option in the position most often right."""
+    positions = pd.Series([choice.options_of(ex.question).index(ex.ground_truth) for ex in tests if ex.task == "choice"])
+    return 100 * positions.value_counts(normalize=True).max()
+
+
+def trivial_sequence(tests) -> float:
+    """Sequence accuracy (%) of always answering the most frequent next term."""
+    answers = pd.Series([ex.ground_truth for ex in tests if ex.task == "sequence"])
+    return 100 * answers.value_counts(normalize=True).max()
 
 
 def calibration_targets(rows: pd.DataFrame, tests) -> pd.DataFrame:
@@ -45,12 +51,16 @@ def calibration_targets(rows: pd.DataFrame, tests) -> pd.DataFrame:
               ("hardest arithmetic tier is the lowest", arith[-1], f"<= {min(arith):.1f}", lambda v: v == min(arith))]
     if "choice" in scores:
         floor = trivial_choice(tests)
-        checks.append(("multiple choice clearly above the best constant letter, below 80%", scores["choice"],
-                       f"{floor + CLEARLY:.1f}-80", lambda v: floor + CLEARLY <= v < 80))
+        checks.append(("multiple choice clearly above the best constant option, below 80%", scores["choice"],
+                       f"{floor + CLEARLY:.1f}-80", lambda v, floor=floor: floor + CLEARLY <= v < 80))
+    if "sequence" in scores:
+        floor = trivial_sequence(tests)
+        checks.append(("sequence clearly above the most frequent answer, below 80%", scores["sequence"],
+                       f"{floor + CLEARLY:.1f}-80", lambda v, floor=floor: floor + CLEARLY <= v < 80))
     if "connect4" in scores:
         floor = trivial_connect4(tests)
         checks.append(("Connect4 clearly above always-None, below 80%", scores["connect4"],
-                       f"{floor + CLEARLY:.1f}-80", lambda v: floor + CLEARLY <= v < 80))
+                       f"{floor + CLEARLY:.1f}-80", lambda v, floor=floor: floor + CLEARLY <= v < 80))
     return pd.DataFrame([{"target": name, "value (%)": round(value, 1), "wanted": wanted,
                           "met": "yes" if ok(value) else "NO"} for name, value, wanted, ok in checks])
 

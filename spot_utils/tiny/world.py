@@ -9,13 +9,15 @@
 - prior knowledge / instruction following: one to three string instructions per prompt (the IFEval
   analog; skills.py)
 - out-of-domain reasoning: multiple-choice arithmetic after a chain of thought (the GPQA-Diamond analog;
-  choice.py) and Connect4 winning moves (spot_utils.connect4, the paper's own engine, on a compact board)
+  choice.py) and continuing a number sequence (the Connect4 analog, a rule to find; sequence.py).
+  Connect4 winning moves (spot_utils.connect4, the paper's own engine, on a compact board) can join
+  with `connect4_test_size`; this model does not learn them (sequence.py says why)
 
 Held-out test sets are drawn first from their own seed; pretraining and elicitation never see a
 test question (checked by exact text, and for arithmetic by the expression, so a multiple-choice test
 question is never trained in its "Compute:" form either), so test accuracy is accuracy on unseen questions.
 Headline numbers follow the paper's Table 1: In-domain Avg (mean over the arithmetic tiers, the
-analog of the six math sets), OOD Avg (mean of multiple choice and Connect4, the latter the mean of its
+analog of the six math sets), OOD Avg (mean of the OOD benchmarks; Connect4's score is the mean of its
 two accuracies), IF (prompt-level strict accuracy over all prompts) and Overall Avg (mean over every
 benchmark, as in the paper where Overall = mean of the nine benchmarks).
 """
@@ -29,10 +31,12 @@ import pandas as pd
 
 from .. import connect4
 from ..config import WorldConfig
-from . import arithmetic, choice, skills
+from . import arithmetic, choice, sequence, skills
 
-TASKS = ("arithmetic", "skill", "choice", "connect4")
-FAMILY_TASK = {"arithmetic": "arithmetic", "skills": "skill", "choice": "choice", "connect4": "connect4"}
+TASKS = ("arithmetic", "skill", "choice", "sequence", "connect4")
+OOD_TASKS = ("choice", "sequence", "connect4")  # the OOD Avg, in column order
+FAMILY_TASK = {"arithmetic": "arithmetic", "skills": "skill", "choice": "choice", "sequence": "sequence",
+               "connect4": "connect4"}
 # Offsets keep the random streams of the different uses apart for one profile seed.
 TEST_SEED, PRETRAIN_SEED, ELICIT_SEED, PROBE_SEED, STYLE_SEED = 1_000, 2_000, 3_000, 4_000, 5_000
 
@@ -40,8 +44,8 @@ TEST_SEED, PRETRAIN_SEED, ELICIT_SEED, PROBE_SEED, STYLE_SEED = 1_000, 2_000, 3_
 @dataclass(frozen=True)
 class Example:
     id: str
-    task: str          # arithmetic | skill | choice | connect4
-    tier: str          # "steps=3", "instructions=2", "choice" or "connect4"
+    task: str          # arithmetic | skill | choice | sequence | connect4
+    tier: str          # "steps=3", "instructions=2", or the task's name
     question: str
     answer: str        # the reference answer in the model's own format
     ground_truth: Any  # what the grader compares with (int, str, or a compact board)
@@ -76,9 +80,15 @@ def arithmetic_example(rng: random.Random, steps: int, cfg: WorldConfig, id: str
 def choice_example(rng: random.Random, steps: int, cfg: WorldConfig, id: str,
                    style_rng: random.Random | None = None) -> Example:
     p = arithmetic.random_problem(rng, steps, cfg.arith_max_value, cfg.arith_max_operand)
-    options, letter = choice.random_options(rng, p.answer, cfg.choice_spread)
+    options = choice.random_options(rng, p.answer, cfg.choice_spread)
     return Example(id, "choice", "choice", choice.question_text(p, options),
-                   choice.solution_text(p, options, _styles(style_rng, steps, cfg)), letter)
+                   choice.solution_text(p, _styles(style_rng, steps, cfg)), p.answer)
+
+
+def sequence_example(rng: random.Random, cfg: WorldConfig, id: str, style_rng: random.Random | None = None) -> Example:
+    s = sequence.random_sequence(rng)
+    return Example(id, "sequence", "sequence", sequence.question_text(s),
+                   sequence.solution_text(s, _styles(style_rng, sequence.STEPS, cfg)), s.answer)
 
 
 def skill_example(rng: random.Random, k: int, cfg: WorldConfig, id: str) -> Example:
@@ -106,19 +116,28 @@ def grade(task: str, response: str, ground_truth: Any) -> dict[str, bool]:
         return {"correct": skills.grade_skill(response, ground_truth)}
     if task == "choice":
         return {"correct": choice.grade_choice(response, ground_truth)}
+    if task == "sequence":
+        return {"correct": sequence.grade_sequence(response, ground_truth)}
     if task == "connect4":
         mine, theirs = connect4.grade_connect4(response, connect4.parse_compact(ground_truth))
         return {"correct": mine and theirs, "own": mine, "opponent": theirs}
     raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
 
 
+def _ood_scores(rows: pd.DataFrame) -> dict[str, float]:
+    """Accuracy (0-1) per OOD benchmark present in `rows`, in OOD_TASKS order (Connect4: the mean of its two)."""
+    out = {}
+    for task in OOD_TASKS:
+        part = rows[rows.task == task]
+        if len(part):
+            out[task] = (part["own"].mean() + part["opponent"].mean()) / 2 if task == "connect4" else part["correct"].mean()
+    return out
+
+
 def headline(rows: pd.DataFrame) -> dict[str, float]:
     """The paper's summary columns (Table 1), in %, from graded rows (evaluation.evaluate)."""
     arith = rows[rows.task == "arithmetic"].groupby("tier")["correct"].mean()
-    c4 = rows[rows.task == "connect4"]
-    ood = [(c4["own"].mean() + c4["opponent"].mean()) / 2] if len(c4) else []
-    if (rows.task == "choice").any():
-        ood.insert(0, rows[rows.task == "choice"]["correct"].mean())
+    ood = list(_ood_scores(rows).values())
     ifeval = rows[rows.task == "skill"]["correct"].mean()
     benchmarks = list(arith.values) + ood + [ifeval]
     return {"In-domain Avg": 100 * arith.mean(), "OOD Avg": 100 * sum(ood) / len(ood) if ood else float("nan"),
@@ -126,15 +145,10 @@ def headline(rows: pd.DataFrame) -> dict[str, float]:
 
 
 def benchmarks(rows: pd.DataFrame) -> dict[str, float]:
-    """Accuracy (%) per benchmark behind the headline: each arithmetic tier ("arith steps=2"), multiple
-    choice ("choice", the GPQA-D analog) and Connect4 (the mean of its two accuracies)."""
+    """Accuracy (%) per benchmark behind the headline: each arithmetic tier ("arith steps=2"), then each OOD
+    benchmark ("choice", the GPQA-D analog; "sequence", the Connect4 analog; "connect4")."""
     out = {f"arith {t}": 100 * v for t, v in rows[rows.task == "arithmetic"].groupby("tier")["correct"].mean().items()}
-    if (rows.task == "choice").any():
-        out["choice"] = 100 * rows[rows.task == "choice"]["correct"].mean()
-    c4 = rows[rows.task == "connect4"]
-    if len(c4):
-        out["connect4"] = 100 * (c4["own"].mean() + c4["opponent"].mean()) / 2
-    return out
+    return out | {task: 100 * v for task, v in _ood_scores(rows).items()}
 
 
 def scores(rows: pd.DataFrame) -> dict[str, float]:
@@ -145,14 +159,14 @@ def scores(rows: pd.DataFrame) -> dict[str, float]:
 def test_sets(cfg: WorldConfig, seed: int) -> list[Example]:
     """Every held-out test example of the tiny profile, in a fixed order."""
     return _suite(cfg, seed + TEST_SEED, cfg.test_size_per_tier, cfg.arith_test_steps, cfg.choice_test_size,
-                  cfg.connect4_test_size, "test")
+                  cfg.sequence_test_size, cfg.connect4_test_size, "test")
 
 
 def probe_sets(cfg: WorldConfig, seed: int, size: int, exclude: set[str]) -> list[Example]:
     """A small validation probe (its own seed, no test question: `exclude` holds their keys) to watch
     training without touching the test sets."""
     return [ex for ex in _suite(cfg, seed + PROBE_SEED, size, cfg.arith_train_steps, size if cfg.choice_test_size else 0,
-                                size, "probe")
+                                size if cfg.sequence_test_size else 0, size if cfg.connect4_test_size else 0, "probe")
             if ex.key not in exclude]
 
 
@@ -172,8 +186,8 @@ def _distinct(make, size: int) -> list[Example]:
     return out
 
 
-def _suite(cfg: WorldConfig, seed: int, size: int, arith_steps: list[int], choice_size: int, c4_size: int,
-           tag: str) -> list[Example]:
+def _suite(cfg: WorldConfig, seed: int, size: int, arith_steps: list[int], choice_size: int, sequence_size: int,
+           c4_size: int, tag: str) -> list[Example]:
     rng = random.Random(seed)
     out: list[Example] = []
     for steps in arith_steps:
@@ -184,6 +198,7 @@ def _suite(cfg: WorldConfig, seed: int, size: int, arith_steps: list[int], choic
     out += [ex for ex in _distinct(lambda i: choice_example(rng, rng.choice(cfg.arith_train_steps), cfg,
                                                             f"{tag}-choice-{i}"), choice_size + len(taken))
             if ex.key not in taken][:choice_size]
+    out += _distinct(lambda i: sequence_example(rng, cfg, f"{tag}-sequence-{i}"), sequence_size)
     boards = connect4.generate_instances(c4_size, seed, max_no_win_fraction=cfg.connect4_max_no_win_fraction)
     out += [connect4_example(b, f"{tag}-connect4-{i}") for i, b in enumerate(boards)]
     return out
@@ -209,6 +224,8 @@ def pretrain_stream(cfg: WorldConfig, mix: dict[str, float], seed: int, exclude:
             ex = arithmetic_example(rng, rng.choice(cfg.arith_train_steps), cfg, f"pre-{i}", style_rng)
         elif family == "choice":
             ex = choice_example(rng, rng.choice(cfg.arith_train_steps), cfg, f"pre-{i}", style_rng)
+        elif family == "sequence":
+            ex = sequence_example(rng, cfg, f"pre-{i}", style_rng)
         elif family == "skills":
             ex = skill_example(rng, rng.choice(instruction_counts(cfg)), cfg, f"pre-{i}")
         else:
