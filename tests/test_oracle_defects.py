@@ -19,10 +19,11 @@ from spot_utils.oracle_server import start_server
 KEY = "test-key-0a1b2c3d4e5f"
 # every section of the tiny profile, as committed: nothing here may change them
 TINY_HASHES = {"name": "cea20a1e01094dac", "seed": "de7d7744ccd7722e", "run_dir": "1fec597a6751b456",
-               "model": "d3b35d88f405e1f9", "world": "9157842dd56cd3e8", "pretrain": "0100ef1222f1227d",
+               "model": "d3b35d88f405e1f9", "world": "b6d7240d5e1c8859", "pretrain": "9b3984d918936f40",
                "generation": "314f90dbe6a31b86", "eval": "a18345bfca881d3b", "rectification": "5cbdfebd2e7aac31",
-               # model.portable_numerics re-keyed everything, training.shared_prefix the post-training runs
-               "training": "bf0e0cfcd950d158", "experiments": "84a33e74b9ce584d"}
+               # model.portable_numerics re-keyed everything, training.shared_prefix the post-training runs,
+               # issue 16's world, tuned betas and 800-example budget everything again
+               "training": "d1749d84b1052f89", "experiments": "64115f740abaca10"}
 GEMINI_THINKING = {"google": {"thinking_config": {"thinking_budget": 16384, "include_thoughts": True}}}
 
 

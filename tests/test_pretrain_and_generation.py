@@ -52,7 +52,7 @@ def test_pretraining_is_deterministic_and_cached(tiny_profile, tmp_path):
     rows2 = evaluate_profile(model, tok, tiny_profile, tests, progress=False)
     pd.testing.assert_frame_equal(rows1, rows2)
     table = accuracy_table(rows1)
-    assert set(table.index.get_level_values(0)) == {"arithmetic", "skill", "choice", "connect4"}
+    assert set(table.index.get_level_values(0)) == {"arithmetic", "skill", "choice", "sequence", "connect4"}
     assert set(headline(rows1)) == {"In-domain Avg", "OOD Avg", "IF", "Overall Avg"}
 
 

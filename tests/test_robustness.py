@@ -61,3 +61,8 @@ def test_bases_pretrained_side_by_side_are_those_pretrained_one_by_one(tiny_prof
         again = load_file(base_dir(p) / "model.safetensors")
         assert all(torch.equal(weights[k], again[k]) for k in weights)
     assert not torch.equal(side_by_side[0]["model.embed_tokens.weight"], side_by_side[1]["model.embed_tokens.weight"])
+    # a retrained base drops the answers graded for the one it replaces (robustness reuses them otherwise)
+    stale = base_dir(profiles[0]) / "eval_rows.csv"
+    stale.write_text("id,task\nold,connect4\n")
+    pretrain_base(profiles[0], force=True)
+    assert not stale.exists()

@@ -210,6 +210,7 @@ def test_no_budget_keeps_todays_data_sets(tiny_profile):
     gives the same sets."""
     pairs = write_rectification_output(tiny_profile)
     data = tiny_profile.runs / "data"
+    tiny_profile.experiments.train_examples = 0  # no budget
     rng = random.Random(tiny_profile.seed)  # today's recipe: the pair count is the budget, subsets in this order
 
     def subsample(records, k):
@@ -234,10 +235,10 @@ def test_train_examples_in_the_profiles(tmp_path):
     assert load_profile("paper_qwen3_8b").experiments.train_examples == 4000  # the paper's 4k pairs
     assert load_profile("paper_llama31_8b").experiments.train_examples == 1500  # 1.5k: Llama's correct answers
     tiny = load_profile("tiny")
-    assert tiny.experiments.train_examples == 0
-    # unset (0) leaves the keys alone (test_config pins the tiny keys); set, it re-keys the runs
-    keys = tiny.section_hash("experiments")
-    assert load_profile("tiny", **{"experiments.train_examples": 0}).section_hash("experiments") == keys
-    assert load_profile("tiny", **{"experiments.train_examples": 100}).section_hash("experiments") != keys
+    assert tiny.experiments.train_examples == 800  # 50 steps of 16: make reproduce's time budget (issue 16)
+    # unset (0) leaves the keys as they were before the budget existed; set, it re-keys the runs
+    unset = load_profile("tiny", **{"experiments.train_examples": 0}).section_hash("experiments")
+    assert unset == "84a33e74b9ce584d" and tiny.section_hash("experiments") != unset
+    assert load_profile("tiny", **{"experiments.train_examples": 100}).section_hash("experiments") != unset
     with pytest.raises(ConfigError, match="train_examples' must be >= 0"):
         load_profile("tiny", **{"experiments.train_examples": -1})

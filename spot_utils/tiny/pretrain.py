@@ -30,6 +30,7 @@ from .model import build_char_tokenizer, build_tiny_model
 
 IGNORE = -100
 BASE_META = "spot_base.json"
+BASE_EVAL_ROWS = "eval_rows.csv"  # the base's graded test answers, kept beside it
 
 
 def seed_everything(seed: int) -> None:
@@ -149,6 +150,9 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
 
     model.eval()
     save_model(model, tokenizer, out)
+    # answers graded for the model this one replaces are not this model's (notebook 00 and make robustness
+    # evaluate a base once and keep its rows beside it)
+    (out / BASE_EVAL_ROWS).unlink(missing_ok=True)
     meta = {"config_hash": want, "profile": profile.name, "seed": profile.seed, "parameters": count_parameters(model),
             "train_seconds": round(time.time() - t0, 1), "steps": cfg.steps, "history": history, "reused": False}
     meta_path.write_text(json.dumps(meta, indent=1))

@@ -29,7 +29,7 @@ from ..tables import tables_dir
 from ..tasks import load_base
 from . import world
 from .calibration import calibration_targets
-from .pretrain import pretrain_base
+from .pretrain import BASE_EVAL_ROWS, pretrain_base
 
 LANDING_PAIRS = 300  # pairs of the Sec. 4 analysis, as in notebook 03
 
@@ -50,7 +50,7 @@ def one_seed_specs(profile: Profile) -> list[experiments.RunSpec]:
 
 def base_rows(profile: Profile) -> pd.DataFrame:
     """The base's graded test answers (notebook 00's evaluation), computed once and kept beside the base."""
-    path = base_dir(profile) / "eval_rows.csv"
+    path = base_dir(profile) / BASE_EVAL_ROWS
     if not path.exists():
         model, tokenizer = load_base(profile)
         rows = evaluate_profile(model, tokenizer, profile, world.test_sets(profile.world, profile.seed),

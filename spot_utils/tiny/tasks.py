@@ -18,7 +18,7 @@ from ..environment import warn_if_numerics_unpinned
 from ..evaluation import evaluate_profile
 from ..modeling import base_dir, load_model
 from . import arithmetic, world
-from .pretrain import BASE_META
+from .pretrain import BASE_EVAL_ROWS, BASE_META
 from .symbolic_oracle import SymbolicOracle
 
 
@@ -92,7 +92,7 @@ class MiniatureTasks:
         return world.scores(rows)
 
     def base_headline(self) -> dict[str, float]:
-        path = base_dir(self.profile) / "eval_rows.csv"
+        path = base_dir(self.profile) / BASE_EVAL_ROWS
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: run notebooks/00_setup_and_base_model.ipynb first")
         return world.scores(pd.read_csv(path))
