@@ -41,6 +41,12 @@ def trivial_sequence(tests) -> float:
     return 100 * answers.value_counts(normalize=True).max()
 
 
+# each OOD benchmark: its target, and the trivial answer it must clearly beat
+OOD_TARGETS = {"choice": ("multiple choice clearly above the best constant option", trivial_choice),
+               "sequence": ("sequence clearly above the most frequent answer", trivial_sequence),
+               "connect4": ("Connect4 clearly above always-None", trivial_connect4)}
+
+
 def calibration_targets(rows: pd.DataFrame, tests) -> pd.DataFrame:
     """Each target with its measured value and whether it is met, from the base's graded test rows."""
     scores = world.benchmarks(rows)
@@ -49,18 +55,11 @@ def calibration_targets(rows: pd.DataFrame, tests) -> pd.DataFrame:
                lambda v: 70 <= v <= 90),
               ("arithmetic average in [40, 75]%", sum(arith) / len(arith), "40-75", lambda v: 40 <= v <= 75),
               ("hardest arithmetic tier is the lowest", arith[-1], f"<= {min(arith):.1f}", lambda v: v == min(arith))]
-    if "choice" in scores:
-        floor = trivial_choice(tests)
-        checks.append(("multiple choice clearly above the best constant option, below 80%", scores["choice"],
-                       f"{floor + CLEARLY:.1f}-80", lambda v, floor=floor: floor + CLEARLY <= v < 80))
-    if "sequence" in scores:
-        floor = trivial_sequence(tests)
-        checks.append(("sequence clearly above the most frequent answer, below 80%", scores["sequence"],
-                       f"{floor + CLEARLY:.1f}-80", lambda v, floor=floor: floor + CLEARLY <= v < 80))
-    if "connect4" in scores:
-        floor = trivial_connect4(tests)
-        checks.append(("Connect4 clearly above always-None, below 80%", scores["connect4"],
-                       f"{floor + CLEARLY:.1f}-80", lambda v, floor=floor: floor + CLEARLY <= v < 80))
+    for task, (name, trivial) in OOD_TARGETS.items():
+        if task in scores:
+            floor = trivial(tests)
+            checks.append((f"{name}, below 80%", scores[task], f"{floor + CLEARLY:.1f}-80",
+                           lambda v, floor=floor: floor + CLEARLY <= v < 80))
     return pd.DataFrame([{"target": name, "value (%)": round(value, 1), "wanted": wanted,
                           "met": "yes" if ok(value) else "NO"} for name, value, wanted, ok in checks])
 
@@ -70,8 +69,7 @@ def markdown(rows: pd.DataFrame, tests) -> str:
     benchmark and tier, the headline, and every calibration target, met or not."""
     lines = ["| suite | tier | questions | base accuracy (%) |", "|---|---|---|---|"]
     for (task, tier), part in rows.groupby(["task", "tier"], sort=False):
-        acc = (part["own"].mean() + part["opponent"].mean()) / 2 if task == "connect4" else part["correct"].mean()
-        lines.append(f"| {TASK_NAMES.get(task, task)} | {tier} | {len(part)} | {100 * acc:.1f} |")
+        lines.append(f"| {TASK_NAMES.get(task, task)} | {tier} | {len(part)} | {100 * world.accuracy(part, task):.1f} |")
     head = world.headline(rows)
     lines.append("| **" + " / ".join(head) + "** | | | **" + " / ".join(f"{v:.1f}" for v in head.values()) + "** |")
     lines += ["", "| calibration target | value (%) | wanted | met |", "|---|---|---|---|"]

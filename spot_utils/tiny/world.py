@@ -124,14 +124,14 @@ def grade(task: str, response: str, ground_truth: Any) -> dict[str, bool]:
     raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
 
 
+def accuracy(part: pd.DataFrame, task: str) -> float:
+    """Accuracy (0-1) of one task's graded rows; Connect4's is the mean of its two questions, as in the paper."""
+    return (part["own"].mean() + part["opponent"].mean()) / 2 if task == "connect4" else part["correct"].mean()
+
+
 def _ood_scores(rows: pd.DataFrame) -> dict[str, float]:
-    """Accuracy (0-1) per OOD benchmark present in `rows`, in OOD_TASKS order (Connect4: the mean of its two)."""
-    out = {}
-    for task in OOD_TASKS:
-        part = rows[rows.task == task]
-        if len(part):
-            out[task] = (part["own"].mean() + part["opponent"].mean()) / 2 if task == "connect4" else part["correct"].mean()
-    return out
+    """Accuracy (0-1) per OOD benchmark present in `rows`, in OOD_TASKS order."""
+    return {task: accuracy(rows[rows.task == task], task) for task in OOD_TASKS if (rows.task == task).any()}
 
 
 def headline(rows: pd.DataFrame) -> dict[str, float]:
