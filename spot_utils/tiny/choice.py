@@ -3,7 +3,7 @@
     p = arithmetic.random_problem(rng, 3)
     options = random_options(rng, p.answer)
     question_text(p, options)       # "Choose: 37+45-18 from 66, 64, 63, 71"
-    solution_text(p, options)       # the chain of thought, then "Answer: 64"
+    solution_text(p)                # the chain of thought, then "Answer: 64" (the chosen option)
     grade_choice(response, 64)      # right when the chosen option is the right one
 
 Four options, reached after a chain of thought as the paper's models reason before they answer GPQA. The
