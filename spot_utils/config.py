@@ -119,11 +119,14 @@ class PretrainConfig:
     log_every: int = 25
     probe_every: int = 100           # greedy accuracy on a small validation probe (0 = off)
     probe_size: int = 24             # per tier / skill
-    threads: int = 2
+    threads: int = 2                 # torch's threads per operation (their count changes reductions' bits)
+    family_threads: int = 1          # family micro-batches of a step computed at once, each on one thread
+                                     # (0: one per core); the same bits at any count, so never hashed
 
     _positive = ("steps", "batch_size", "lr", "log_every", "threads", "grad_clip", "probe_size")
-    _non_negative = ("warmup_steps", "weight_decay", "curriculum_steps", "probe_every")
+    _non_negative = ("warmup_steps", "weight_decay", "curriculum_steps", "probe_every", "family_threads")
     _unit = ("min_lr_ratio",)
+    _never_hashed = ("family_threads",)
 
 
 @dataclass

@@ -142,6 +142,22 @@ def test_complete_captures_text_and_thinking(serve, env_key, stream):
     assert srv.stats["completions"] == 1
 
 
+def test_a_streamed_reply_comes_a_line_per_chunk_and_is_reassembled(serve, env_key):
+    import openai
+
+    text = wrap("step one\n  step two \n\nAnswer: 7")
+    srv = serve(lambda m: text)
+    client = openai.OpenAI(base_url=srv.base_url, api_key=KEY, max_retries=0, timeout=10)
+    try:
+        stream = client.chat.completions.create(model="symbolic-oracle", messages=user("q"), stream=True)
+        pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    finally:
+        client.close()
+    assert pieces == [START_MARKER + "\n", "step one\n", "  step two \n", "\n", "Answer: 7\n", END_MARKER]
+    with OpenAIOracle(srv.base_url, "symbolic-oracle", stream=True, **FAST) as oracle:
+        assert oracle.complete(user("q")).text == text
+
+
 def test_complete_moves_inline_think_tags_out(serve, env_key):
     srv = serve(lambda m: "<think>hmm, 2+3</think>\n\n" + wrap("5"))
     with OpenAIOracle(srv.base_url, "symbolic-oracle", **FAST) as oracle:

@@ -42,6 +42,31 @@ def test_linear_flattens_leading_dimensions_and_adds_the_bias():
     assert portable.linear(x, w).shape == (2, 3, 5)
 
 
+@pytest.mark.parametrize("heads,kv_heads", [(4, 2), (4, 4), (8, 2)])
+def test_shared_kv_heads_give_the_bits_of_copied_ones(heads, kv_heads):
+    # the portable attention broadcasts each kv head over its query heads; copying the kv heads to every
+    # query head (transformers' repeat_kv, this module's attention before) must give the same output and
+    # gradients, bit for bit, with a mask and without
+    module = type("Attn", (), {"num_key_value_groups": heads // kv_heads, "training": False})()
+    mask = torch.zeros(2, 1, 5, 7)
+    mask[0, :, :, :2] = torch.finfo(torch.float32).min  # a left-padded row
+    for attention_mask in (None, mask):
+        q, k, v = (seeded(2, h, n, 8, seed=s).requires_grad_() for h, n, s in ((heads, 5, 1), (kv_heads, 7, 2),
+                                                                               (kv_heads, 7, 3)))
+        out, weights = portable.attention(module, q, k, v, attention_mask, scaling=0.35)
+        out.backward(seeded(*out.shape, seed=4))
+        q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+        groups = heads // kv_heads
+        scores = portable.matmul(q2, k2.repeat_interleave(groups, 1).transpose(-1, -2)) * 0.35
+        scores = scores if attention_mask is None else scores + attention_mask
+        weights2 = scores.softmax(-1)
+        out2 = portable.matmul(weights2, v2.repeat_interleave(groups, 1)).transpose(1, 2).contiguous()
+        out2.backward(seeded(*out2.shape, seed=4))
+        assert out.shape == (2, 5, heads, 8) and torch.equal(out, out2) and torch.equal(weights, weights2)
+        for mine, copied in ((q, q2), (k, k2), (v, v2)):
+            assert torch.equal(mine.grad, copied.grad)
+
+
 def test_matmul_refuses_what_it_cannot_do_exactly():
     with pytest.raises(TypeError, match="two float32 or two float64 CPU tensors"):
         portable.matmul(seeded(2, 3).half(), seeded(3, 2).half())

@@ -1,4 +1,6 @@
 import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pandas as pd
 import torch
@@ -8,7 +10,9 @@ from spot_utils.generation import generate
 from spot_utils.modeling import base_dir
 from spot_utils.tasks import load_base
 from spot_utils.tiny import world
-from spot_utils.tiny.pretrain import BASE_META, collate, encode_pair, lr_at, pretrain_base
+from spot_utils.tiny.model import build_char_tokenizer, build_tiny_model
+from spot_utils.tiny.pretrain import (BASE_META, accumulate_gradients, collate, encode_pair, lr_at, pretrain_base,
+                                      task_micro_batches)
 from spot_utils.tiny.world import headline
 
 
@@ -42,7 +46,6 @@ def test_pretraining_is_deterministic_and_cached(tiny_profile, tmp_path):
     model, tok = load_base(tiny_profile)
     assert all(torch.equal(w1[k], v) for k, v in model.state_dict().items())
     # a changed config invalidates the cache
-    from dataclasses import replace
     changed = replace(tiny_profile, pretrain=replace(tiny_profile.pretrain, lr=1e-3))
     assert json.loads((base_dir(tiny_profile) / BASE_META).read_text())["config_hash"] != \
         __import__("spot_utils.modeling", fromlist=["x"]).base_config_hash(changed)
@@ -54,6 +57,38 @@ def test_pretraining_is_deterministic_and_cached(tiny_profile, tmp_path):
     table = accuracy_table(rows1)
     assert set(table.index.get_level_values(0)) == {"arithmetic", "skill", "choice", "sequence", "connect4"}
     assert set(headline(rows1)) == {"In-domain Avg", "OOD Avg", "IF", "Overall Avg"}
+
+
+def test_family_gradients_on_threads_are_the_bits_of_one_backward_after_another(tiny_profile):
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(tiny_profile.model, tokenizer, seed=0)
+    stream = world.pretrain_stream(tiny_profile.world, tiny_profile.pretrain.mix, 0, set())
+    micro = task_micro_batches([next(stream) for _ in range(24)], tokenizer)
+    total = sum(n for _, _, n in micro)
+    assert len(micro) >= 3
+    for _, batch, n in micro:  # the loop as it was: one backward per family, .grad accumulating
+        (model(**batch).loss * n / total).backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1e9)
+    with ThreadPoolExecutor(2) as pool:
+        for threads in (None, pool):
+            model.zero_grad(set_to_none=True)
+            losses = accumulate_gradients(model, micro, total, threads)
+            assert len(losses) == len(micro)
+            for p, g in zip(model.parameters(), expected):
+                assert torch.equal(p.grad, g) and p.grad.stride() == g.stride()
+            assert torch.equal(torch.nn.utils.clip_grad_norm_(model.parameters(), 1e9), norm)
+
+
+def test_family_threads_change_no_bit_and_no_cache_key(tiny_profile):
+    one = replace(tiny_profile, pretrain=replace(tiny_profile.pretrain, family_threads=1))
+    two = replace(tiny_profile, run_dir=tiny_profile.run_dir + "_two",
+                  pretrain=replace(tiny_profile.pretrain, family_threads=2))
+    pretrain_base(one, progress=False)
+    pretrain_base(two, progress=False)
+    a, b = load_base(one)[0].state_dict(), load_base(two)[0].state_dict()
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+    assert pretrain_base(replace(one, pretrain=two.pretrain), progress=False)["reused"] is True
 
 
 def test_generate_shapes_order_and_seed(tiny_profile):

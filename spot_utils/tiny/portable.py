@@ -18,6 +18,8 @@ as pretraining runs, the products stay on one thread (still faster than MKL's CO
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 from torch import nn
@@ -31,6 +33,7 @@ ATTENTION = "portable"          # its attention implementation's name in transfo
 
 
 _openblas = []  # every OpenBLAS loaded in this process (numpy's, and scipy's if imported), via threadpoolctl
+_openblas_lock = threading.Lock()  # pretraining runs products on several threads (pretrain.family_threads)
 
 
 def _one_blas_thread() -> None:
@@ -40,11 +43,14 @@ def _one_blas_thread() -> None:
     missing or something in the process changed it."""
     global _openblas
     if not _openblas:
-        from threadpoolctl import ThreadpoolController
+        with _openblas_lock:
+            if not _openblas:
+                from threadpoolctl import ThreadpoolController
 
-        _openblas = ThreadpoolController().select(internal_api="openblas").lib_controllers
-        if not _openblas:
-            raise RuntimeError("portable numerics need numpy built with OpenBLAS (the PyPI wheels are)")
+                found = ThreadpoolController().select(internal_api="openblas").lib_controllers
+                if not found:
+                    raise RuntimeError("portable numerics need numpy built with OpenBLAS (the PyPI wheels are)")
+                _openblas = found
     for lib in _openblas:
         if lib.get_num_threads() != 1:
             lib.set_num_threads(1)
@@ -95,17 +101,41 @@ class PortableLinear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
+class _SharedMatmul(torch.autograd.Function):
+    """a @ b with one b per group of a's (grouped-query attention: a kv head serves several query heads):
+    a (batch, kv, groups, m, k) @ b (batch, kv, 1, k, n). numpy broadcasts b over the groups, so every
+    group's product is the 2-D product a copied b would give, bit for bit, without copying the cache."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return _product(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        grad_a = _product(grad, b.transpose(-1, -2)) if ctx.needs_input_grad[0] else None
+        # b's gradient is the sum of its groups' gradients, as a copied b's would be
+        grad_b = _product(a.transpose(-1, -2), grad).sum(dim=2, keepdim=True) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b
+
+
 def attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """transformers' eager attention (softmax(q k^T * scaling + mask) v, in float32) on portable kernels.
-    Shapes as transformers passes them: query (batch, heads, q, d), key and value (batch, kv_heads, k, d)."""
-    groups = module.num_key_value_groups  # grouped-query attention: each kv head serves `groups` query heads
-    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
-    scores = matmul(query, key.transpose(-1, -2)) * scaling
+    Shapes as transformers passes them: query (batch, heads, q, d), key and value (batch, kv_heads, k, d).
+    Grouped-query attention shares each kv head with its `groups` query heads by broadcasting, not by
+    repeating the keys and values (repeat_interleave copied the whole cache at every step of generation)."""
+    batch, heads, length, dim = query.shape
+    kv_heads = key.shape[1]
+    groups = heads // kv_heads  # query heads 0..groups-1 use kv head 0, and so on (transformers' repeat_kv order)
+    grouped = query.reshape(batch, kv_heads, groups, length, dim)
+    scores = _SharedMatmul.apply(grouped, key.transpose(-1, -2).unsqueeze(2)).reshape(batch, heads, length, -1) * scaling
     if attention_mask is not None:
         scores = scores + attention_mask  # additive: 0 where attended, the dtype's minimum elsewhere
     weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     weights = nn.functional.dropout(weights, p=dropout, training=module.training)
-    return matmul(weights, value).transpose(1, 2).contiguous(), weights
+    out = _SharedMatmul.apply(weights.reshape(batch, kv_heads, groups, length, -1), value.unsqueeze(2))
+    return out.reshape(batch, heads, length, dim).transpose(1, 2).contiguous(), weights
 
 
 AttentionInterface.register(ATTENTION, attention)

@@ -6,7 +6,9 @@
 A plain PyTorch loop in the spirit of nanoGPT: AdamW, linear warmup then cosine decay, loss on the
 response tokens only. Each batch mixes the task families by the mix weights (a skills-heavy
 curriculum mix for the first steps) and is run as one micro-batch per family, which keeps padding
-low because the families differ in length. The result is cached under
+low because the families differ in length; the families' gradients are computed side by side on
+threads (pretrain.family_threads) and summed in a fixed order, so the bits do not depend on the
+thread count. The result is cached under
 runs/<profile>/base/ together with the hash of the config that made it; a matching hash reuses it.
 """
 from __future__ import annotations
@@ -15,7 +17,9 @@ import dataclasses
 import json
 import math
 import random
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -82,6 +86,41 @@ def task_micro_batches(examples, tokenizer) -> list[tuple[str, dict, int]]:
     return out
 
 
+def family_threads(profile: Profile) -> int:
+    """Threads for a step's family micro-batches: pretrain.family_threads, 0 meaning one per core this
+    process may use (no more than there are families)."""
+    n = profile.pretrain.family_threads
+    if n == 0:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(n, len(profile.pretrain.mix)))
+
+
+def accumulate_gradients(model, micro, total: int, pool: ThreadPoolExecutor | None = None) -> list[float]:
+    """Backward of every family micro-batch, its mean loss weighted by its share of the step's response
+    tokens, summed into each parameter's .grad; returns the micro-batches' losses. With a pool the
+    families run at once, one per pool thread, and their gradients are
+    added in family order into a tensor laid out like the parameter: the bits of one loss.backward()
+    after another (their .grad accumulates exactly so), whatever the thread count."""
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def gradients(item):
+        _, batch, n = item
+        loss = model(**batch).loss  # mean over this family's response tokens
+        return loss.item(), torch.autograd.grad(loss * n / total, params, allow_unused=True)
+
+    results = list(pool.map(gradients, micro)) if pool is not None else [gradients(m) for m in micro]
+    for i, p in enumerate(params):
+        parts = [grads[i] for _, grads in results if grads[i] is not None]
+        grad = p.grad
+        for part in parts:
+            if grad is None:
+                grad = torch.empty_like(p).copy_(part)  # laid out like the parameter, as autograd's .grad is
+            else:
+                grad += part
+        p.grad = grad
+    return [loss for loss, _ in results]
+
+
 def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) -> dict:
     """Train the tiny base model (or reuse the cached one) and return its metadata, which holds the
     loss and probe-accuracy curves. Model and tokenizer are saved with save_pretrained under
@@ -121,19 +160,19 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
 
     history: list[dict] = []
     running: dict[str, list[float]] = {}
+    threads = family_threads(profile)
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="pretrain-family") if threads > 1 else None
     t0 = time.time()
     bar = progress_bar(range(cfg.steps), desc="pretrain base", disable=not progress)
     for step in bar:
         source = curriculum if step < cfg.curriculum_steps else stream
         micro = task_micro_batches([next(source) for _ in range(cfg.batch_size)], tokenizer)
-        total = sum(n for _, _, n in micro)
+        total = sum(n for _, _, n in micro)  # the step's gradient is the token mean over the whole batch
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_at(step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
         opt.zero_grad(set_to_none=True)
-        for task, batch, n in micro:
-            loss = model(**batch).loss  # mean over this family's response tokens
-            (loss * n / total).backward()  # so the step's gradient is the token mean over the whole batch
-            running.setdefault(task, []).append(loss.item())
+        for (task, _, _), loss in zip(micro, accumulate_gradients(model, micro, total, pool)):
+            running.setdefault(task, []).append(loss)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         last = step + 1 == cfg.steps
@@ -148,6 +187,8 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
             running = {}
             bar.set_postfix({k.split("/")[-1]: f"{v:.2f}" for k, v in row.items() if k.startswith("loss/")})
 
+    if pool is not None:
+        pool.shutdown()
     model.eval()
     save_model(model, tokenizer, out)
     # answers graded for the model this one replaces are not this model's (notebook 00 and make robustness

@@ -14,6 +14,7 @@ claim, a base_seed column), robustness_bases.csv (each base's headline and data 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -66,8 +67,10 @@ def pretrain_bases(profiles: list[Profile]) -> None:
     workers = min(len(profiles), experiments.grid_workers(profiles[0]))
     if workers <= 1 or any(p.pretrain.threads > 1 for p in profiles):
         return  # claims_on_base pretrains each in turn
+    # one thread each, its families one after another (family_threads changes no bit and no hash)
+    alone = [dataclasses.replace(p, pretrain=dataclasses.replace(p.pretrain, family_threads=1)) for p in profiles]
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        for meta, p in zip(pool.map(_pretrain_quietly, profiles), profiles):
+        for meta, p in zip(pool.map(_pretrain_quietly, alone), profiles):
             done = "cached" if meta["reused"] else f"pretrained in {meta['train_seconds']:.0f} s"
             print(f"base seed {p.seed}: {done}", flush=True)
 
