@@ -13,8 +13,9 @@ Everything else (norms, softmax, RoPE, AdamW) stays in torch. A portable model i
 Qwen3ForCausalLM whose config carries `spot_portable: true`; `spot_utils.modeling.load_model` restores
 it, so a saved tiny model loads portable everywhere. `numerics_fingerprint` hashes a few training steps
 of such a model: two machines with the same fingerprint compute the same numbers. MKL is never called in a portable run (tests/test_portable.py
-checks it). Cost (make bench): at 1 thread, as post-training runs, none against stock torch; at 2 threads,
-as pretraining runs, the products stay on one thread (still faster than MKL's COMPATIBLE branch).
+checks it). Cost (make bench): at 1 thread, as post-training and pretraining run, none against stock torch;
+at 2 threads the products stay on one thread (still faster than MKL's COMPATIBLE branch). Pretraining uses
+the second core by computing a step's task families side by side, each on one thread (tiny.pretrain).
 """
 from __future__ import annotations
 
@@ -62,7 +63,10 @@ def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class _Matmul(torch.autograd.Function):
-    """a @ b (2-D, or stacked with equal leading dimensions) with both gradients through OpenBLAS."""
+    """a @ b (2-D, or stacked) with both gradients through OpenBLAS. b may have size 1 in a leading
+    dimension where a has more (attention's kv heads, shared by groups of query heads): numpy broadcasts
+    it, so each product is the 2-D one a copied b would give, bit for bit, and b's gradient is the sum
+    over the copies, as a copied b's would be."""
 
     @staticmethod
     def forward(ctx, a, b):
@@ -73,7 +77,12 @@ class _Matmul(torch.autograd.Function):
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
         grad_a = _product(grad, b.transpose(-1, -2)) if ctx.needs_input_grad[0] else None
-        grad_b = _product(a.transpose(-1, -2), grad) if ctx.needs_input_grad[1] else None
+        grad_b = None
+        if ctx.needs_input_grad[1]:
+            grad_b = _product(a.transpose(-1, -2), grad)
+            shared = tuple(d for d in range(b.dim() - 2) if b.shape[d] == 1 < grad_b.shape[d])
+            if shared:
+                grad_b = grad_b.sum(dim=shared, keepdim=True)
         return grad_a, grad_b
 
 
@@ -101,25 +110,6 @@ class PortableLinear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
-class _SharedMatmul(torch.autograd.Function):
-    """a @ b with one b per group of a's (grouped-query attention: a kv head serves several query heads):
-    a (batch, kv, groups, m, k) @ b (batch, kv, 1, k, n). numpy broadcasts b over the groups, so every
-    group's product is the 2-D product a copied b would give, bit for bit, without copying the cache."""
-
-    @staticmethod
-    def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
-        return _product(a, b)
-
-    @staticmethod
-    def backward(ctx, grad):
-        a, b = ctx.saved_tensors
-        grad_a = _product(grad, b.transpose(-1, -2)) if ctx.needs_input_grad[0] else None
-        # b's gradient is the sum of its groups' gradients, as a copied b's would be
-        grad_b = _product(a.transpose(-1, -2), grad).sum(dim=2, keepdim=True) if ctx.needs_input_grad[1] else None
-        return grad_a, grad_b
-
-
 def attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """transformers' eager attention (softmax(q k^T * scaling + mask) v, in float32) on portable kernels.
     Shapes as transformers passes them: query (batch, heads, q, d), key and value (batch, kv_heads, k, d).
@@ -129,12 +119,12 @@ def attention(module, query, key, value, attention_mask, scaling, dropout=0.0, *
     kv_heads = key.shape[1]
     groups = heads // kv_heads  # query heads 0..groups-1 use kv head 0, and so on (transformers' repeat_kv order)
     grouped = query.reshape(batch, kv_heads, groups, length, dim)
-    scores = _SharedMatmul.apply(grouped, key.transpose(-1, -2).unsqueeze(2)).reshape(batch, heads, length, -1) * scaling
+    scores = _Matmul.apply(grouped, key.transpose(-1, -2).unsqueeze(2)).reshape(batch, heads, length, -1) * scaling
     if attention_mask is not None:
         scores = scores + attention_mask  # additive: 0 where attended, the dtype's minimum elsewhere
     weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     weights = nn.functional.dropout(weights, p=dropout, training=module.training)
-    out = _SharedMatmul.apply(weights.reshape(batch, kv_heads, groups, length, -1), value.unsqueeze(2))
+    out = _Matmul.apply(weights.reshape(batch, kv_heads, groups, length, -1), value.unsqueeze(2))
     return out.reshape(batch, heads, length, dim).transpose(1, 2).contiguous(), weights
 
 
@@ -163,8 +153,8 @@ def numerics_fingerprint(threads: int = 1) -> str:
     """A short hash of the bits of a few training steps: a small portable Qwen3 (ModelConfig's defaults,
     this module's kernels, as the tiny profile runs), seeded weights and data, batches of several
     shapes (BLAS picks its blocking by shape, so one shape could
-    agree where another does not), AdamW steps, `threads` torch threads (post-training runs use 1,
-    pretraining 2). Two machines with the same fingerprint compute the same numbers; notebook 00 shows it
+    agree where another does not), AdamW steps, `threads` torch threads (training runs use 1, the
+    notebooks' own sampling and evaluation 2). Two machines with the same fingerprint compute the same numbers; notebook 00 shows it
     and nbval checks it, so a CPU whose bits differ despite the pins is named at once instead of through
     a changed table."""
     import hashlib
