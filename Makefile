@@ -142,7 +142,7 @@ nbval: setup
 bench: setup
 	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
-# How the tiny profile's learning rates were chosen (about 25 minutes; tables in results/<profile>/).
+# How the tiny profile's learning rates and betas were chosen (about 9 minutes here; tables in results/<profile>/).
 tune: setup
 	$(BIN)/python -m spot_utils.tuning --profile $(PROFILE)
 

@@ -1,6 +1,6 @@
 """One post-training step of the tiny profile, as notebooks 02 and 03 run it (one thread per worker).
 
-Why: those notebooks train 26 runs of ~100 steps on 2 cores, so the step time sets their wall time.
+Why: those notebooks train 30 runs of 50 steps on 2 cores, so the step time sets their wall time.
 A micro-batch of 16 pairs is 32 right-padded rows whose longest response sets every row's length;
 `training.length_group_rows` runs the rows as forwards of 8 similar-length rows instead. This prints
 the padded-token share and the step time both ways, on the same batches, plus the evaluation speed.
