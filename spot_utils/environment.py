@@ -40,6 +40,11 @@ def cpu_vector_extensions() -> str:
     return "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else platform.machine())
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cpu_model() -> str:
     """The CPU's model name (Linux /proc/cpuinfo; elsewhere what platform knows), for benchmark records."""
     for line in _cpuinfo().splitlines():

@@ -41,6 +41,7 @@ import torch
 from . import training
 from .config import REPO_ROOT, Profile, load_profile
 from .data import read_jsonl, write_jsonl
+from .environment import available_cores
 from .losses import PAIR_LOSSES
 from .modeling import base_config_hash
 from .progress import progress as progress_bar
@@ -426,7 +427,7 @@ def grid_workers(profile: Profile, workers: int | None = None) -> int:
         raise ValueError(f"workers must be >= 0 (0: one per core), got {workers}")
     if workers:
         return workers
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return available_cores()
 
 
 def _finished(profile: Profile, spec: RunSpec, group: str, split: str, paths: dict[str, Path],

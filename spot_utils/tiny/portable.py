@@ -154,8 +154,8 @@ def numerics_fingerprint(threads: int = 1) -> str:
     this module's kernels, as the tiny profile runs), seeded weights and data, batches of several
     shapes (BLAS picks its blocking by shape, so one shape could
     agree where another does not), AdamW steps, `threads` torch threads (training runs use 1, the
-    notebooks' own sampling and evaluation 2). Two machines with the same fingerprint compute the same numbers; notebook 00 shows it
-    and nbval checks it, so a CPU whose bits differ despite the pins is named at once instead of through
+    notebooks' own sampling and evaluation 2). Two machines with the same fingerprint compute the same
+    numbers; notebook 00 shows it and nbval checks it, so a CPU whose bits differ despite the pins is named at once instead of through
     a changed table."""
     import hashlib
 

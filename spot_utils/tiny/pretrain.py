@@ -17,15 +17,15 @@ import dataclasses
 import json
 import math
 import random
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
 import torch
 
 from ..config import Profile
-from ..environment import warn_if_numerics_unpinned
+from ..environment import available_cores, warn_if_numerics_unpinned
 from ..evaluation import greedy_accuracy
 from ..modeling import base_config_hash, base_dir, count_parameters, prompt_text, save_model
 from ..progress import progress as progress_bar
@@ -89,9 +89,7 @@ def task_micro_batches(examples, tokenizer) -> list[tuple[str, dict, int]]:
 def family_threads(profile: Profile) -> int:
     """Threads for a step's family micro-batches: pretrain.family_threads, 0 meaning one per core this
     process may use (no more than there are families)."""
-    n = profile.pretrain.family_threads
-    if n == 0:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n = profile.pretrain.family_threads or available_cores()
     return max(1, min(n, len(profile.pretrain.mix)))
 
 
@@ -161,34 +159,33 @@ def pretrain_base(profile: Profile, force: bool = False, progress: bool = True) 
     history: list[dict] = []
     running: dict[str, list[float]] = {}
     threads = family_threads(profile)
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="pretrain-family") if threads > 1 else None
-    t0 = time.time()
-    bar = progress_bar(range(cfg.steps), desc="pretrain base", disable=not progress)
-    for step in bar:
-        source = curriculum if step < cfg.curriculum_steps else stream
-        micro = task_micro_batches([next(source) for _ in range(cfg.batch_size)], tokenizer)
-        total = sum(n for _, _, n in micro)  # the step's gradient is the token mean over the whole batch
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * lr_at(step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
-        opt.zero_grad(set_to_none=True)
-        for (task, _, _), loss in zip(micro, accumulate_gradients(model, micro, total, pool)):
-            running.setdefault(task, []).append(loss)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        last = step + 1 == cfg.steps
-        if (step + 1) % cfg.log_every == 0 or last:
-            row = {"step": step + 1, "lr": opt.param_groups[0]["lr"], "elapsed_s": round(time.time() - t0, 1)}
-            row.update({f"loss/{task}": float(np.mean(v)) for task, v in running.items()})
-            if probe and ((step + 1) % cfg.probe_every == 0 or last):
-                model.eval()
-                row.update(greedy_accuracy(model, tokenizer, probe, world.grade))
-                model.train()
-            history.append(row)
-            running = {}
-            bar.set_postfix({k.split("/")[-1]: f"{v:.2f}" for k, v in row.items() if k.startswith("loss/")})
+    families = ThreadPoolExecutor(threads, thread_name_prefix="pretrain-family") if threads > 1 else nullcontext()
+    with families as pool:
+        t0 = time.time()
+        bar = progress_bar(range(cfg.steps), desc="pretrain base", disable=not progress)
+        for step in bar:
+            source = curriculum if step < cfg.curriculum_steps else stream
+            micro = task_micro_batches([next(source) for _ in range(cfg.batch_size)], tokenizer)
+            total = sum(n for _, _, n in micro)  # the step's gradient is the token mean over the whole batch
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * lr_at(step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
+            opt.zero_grad(set_to_none=True)
+            for (task, _, _), loss in zip(micro, accumulate_gradients(model, micro, total, pool)):
+                running.setdefault(task, []).append(loss)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            last = step + 1 == cfg.steps
+            if (step + 1) % cfg.log_every == 0 or last:
+                row = {"step": step + 1, "lr": opt.param_groups[0]["lr"], "elapsed_s": round(time.time() - t0, 1)}
+                row.update({f"loss/{task}": float(np.mean(v)) for task, v in running.items()})
+                if probe and ((step + 1) % cfg.probe_every == 0 or last):
+                    model.eval()
+                    row.update(greedy_accuracy(model, tokenizer, probe, world.grade))
+                    model.train()
+                history.append(row)
+                running = {}
+                bar.set_postfix({k.split("/")[-1]: f"{v:.2f}" for k, v in row.items() if k.startswith("loss/")})
 
-    if pool is not None:
-        pool.shutdown()
     model.eval()
     save_model(model, tokenizer, out)
     # answers graded for the model this one replaces are not this model's (notebook 00 and make robustness
